@@ -1,0 +1,202 @@
+"""`RankDataModule`: read -> validate -> split -> tokenise once -> length-grouped batches.
+
+The runner builds it with `hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)`.
+`setup()` does all the work once (later calls return at once, so fit and test share it) and
+fills `stats`, a JSON-serialisable dict for metrics.json:
+
+  reader, seed, max_length, batching        what was configured
+  dropped_invalid {reason: n}               records dropped by `skip_invalid` (all files)
+  source {...}                              reader facts (e.g. VADER texts per split, OASST unranked groups)
+  train / val / test:
+    lists_read      lists the reader put in this split
+    tied_dropped    lists with all labels equal (no pair: kept out, counted)
+    over_limit      lists cut by limit_train/val/test
+    overlong_filtered, truncated_lists, truncated_responses   see `tokenize`
+    lists           lists kept;  examples: dataset items (= lists, or pairs with as_pairs)
+    pairs           valid (better, worse) pairs in the kept lists
+    k_hist {K: n}   over the examples
+    responses, tokens, padded_tokens, padded_share, batches   one epoch of the configured batching
+Under DDP the Trainer needs `use_distributed_sampler=False`: the batch sampler shards itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch.utils.data import DataLoader
+
+from rankrm.data.collate import RankCollator, padding_counts
+from rankrm.data.sampler import ListBatchSampler
+from rankrm.data.sources import SPLITS, load_source
+from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
+from rankrm.data.validate import DropLog, all_tied
+from rankrm.errors import RankrmError
+
+log = logging.getLogger(__name__)
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    """A Hydra DictConfig (or any mapping) as a plain dict."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # omegaconf is optional for library use
+        pass
+    return dict(cfg)
+
+
+def expand_pairs(items: list[EncodedList], seed: int) -> list[EncodedList]:
+    """Each list -> its valid (better, worse) pairs as K=2 lists with labels (1, 0), shuffled.
+
+    A strict list of K gives C(K, 2) pairs; tied responses give none. The token ids are shared
+    with the list (nothing is tokenised again).
+    """
+    out = []
+    for it in items:
+        for i in range(it.k):
+            for j in range(i + 1, it.k):
+                if it.labels[i] == it.labels[j]:
+                    continue
+                c, r = (i, j) if it.labels[i] > it.labels[j] else (j, i)
+                types = None if it.type_ids is None else [it.type_ids[c], it.type_ids[r]]
+                out.append(EncodedList([it.ids[c], it.ids[r]], types, (1.0, 0.0), it.source))
+    random.Random(f"{seed}:pairs").shuffle(out)
+    return out
+
+
+def n_pairs(labels: tuple[float, ...]) -> int:
+    return sum(1 for a in labels for b in labels if a > b)
+
+
+class RankDataModule(pl.LightningDataModule):
+    """Train/val/test ranked lists for a reward model; see the module docstring for `stats`."""
+
+    def __init__(
+        self, tokenizer: Any, source: Mapping[str, Any], seed: int = 0, batch_size: int = 8,
+        max_tokens: int | None = None, max_length: int | None = 128, overlong: str = "filter",
+        truncation_side: str = "left", length_grouping: bool = True, skip_invalid: bool = False,
+        num_workers: int = 0, as_pairs: bool = False, limit_train: int | None = None,
+        limit_val: int | None = None, limit_test: int | None = None,
+    ) -> None:
+        super().__init__()
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            raise RankrmError("the tokenizer has no pad token (the backbone must set one before the data module)")
+        self.tokenizer, self.source, self.seed = tokenizer, _plain(source), int(seed)
+        self.batch_size, self.max_tokens, self.max_length = batch_size, max_tokens, max_length
+        self.overlong, self.truncation_side, self.length_grouping = overlong, truncation_side, length_grouping
+        self.skip_invalid, self.num_workers, self.as_pairs = skip_invalid, num_workers, as_pairs
+        self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
+        self.collator = RankCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
+        self.datasets: dict[str, list[EncodedList]] | None = None
+        self.stats: dict[str, Any] = {}
+
+    def prepare_data(self) -> None:
+        """Runs on one process per node before `setup`: fetch VADER into the cache if needed."""
+        if self.source.get("reader") == "vader":
+            from rankrm.data.vader import DOMAINS, locate
+
+            names = [*(self.source.get("domains") or DOMAINS), self.source.get("holdout_domain")]
+            locate(self.source.get("data_dir"), [d for d in names if d in DOMAINS])  # bad names: setup says so
+
+    def _limit(self, lists: list, split: str) -> list:
+        """A seeded subset of at most `limit_<split>` lists, in their original order."""
+        cap = self.limits[split]
+        if cap is None or len(lists) <= cap:
+            return lists
+        keep = sorted(random.Random(f"{self.seed}:limit:{split}").sample(range(len(lists)), int(cap)))
+        return [lists[i] for i in keep]
+
+    def sampler(self, split: str, num_replicas: int = 1, rank: int = 0,
+                items: list[EncodedList] | None = None) -> ListBatchSampler:
+        """The batch sampler of a split (train shuffles per epoch; val/test keep a fixed order)."""
+        if items is None:
+            assert self.datasets is not None, "call setup() first"
+            items = self.datasets[split]
+        sizes = [(e.k, e.max_len) for e in items]
+        return ListBatchSampler(sizes, self.batch_size, self.max_tokens, shuffle=split == "train",
+                                length_grouping=self.length_grouping, seed=self.seed,
+                                num_replicas=num_replicas, rank=rank)
+
+    def _split_stats(self, split: str, kept: list[EncodedList], items: list[EncodedList]) -> dict[str, Any]:
+        batches = self.sampler(split, items=items).epoch_batches(0) if items else []
+        real, pad = padding_counts(batches, items)
+        return {
+            "lists": len(kept), "examples": len(items), "pairs": sum(n_pairs(e.labels) for e in kept),
+            "k_hist": {str(k): n for k, n in sorted(Counter(e.k for e in items).items())},
+            "responses": sum(e.k for e in items), "tokens": real, "padded_tokens": pad,
+            "padded_share": round(pad / (real + pad), 4) if real else 0.0, "batches": len(batches),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, validate, split and tokenise everything once; idempotent."""
+        if self.datasets is not None:
+            return
+        drops = DropLog(self.skip_invalid)
+        splits, info = load_source(self.source, self.seed, drops)
+        max_len = effective_max_length(self.tokenizer, self.max_length)
+        stats: dict[str, Any] = {
+            "reader": self.source.get("reader"), "seed": self.seed, "max_length": max_len,
+            "batching": {"batch_size": self.batch_size, "max_tokens": self.max_tokens,
+                         "length_grouping": self.length_grouping, "as_pairs": self.as_pairs},
+            "dropped_invalid": drops.as_dict(), "source": info,
+        }
+        datasets: dict[str, list[EncodedList]] = {}
+        for split in SPLITS:
+            lists = splits.get(split, [])
+            untied = [rl for rl in lists if not all_tied(rl)]
+            limited = self._limit(untied, split)
+            kept, counts = encode_lists(self.tokenizer, limited, max_len, self.overlong, self.truncation_side)
+            datasets[split] = expand_pairs(kept, self.seed) if (self.as_pairs and split == "train") else kept
+            stats[split] = {"lists_read": len(lists), "tied_dropped": len(lists) - len(untied),
+                            "over_limit": len(untied) - len(limited), **counts}
+            stats[split].update(self._split_stats(split, kept, datasets[split]))
+        self.stats = stats
+        if not datasets["train"]:
+            raise RankrmError(f"no training lists left after validation and filtering: {summary(stats)}")
+        self.datasets = datasets
+        rank_zero_info(summary(stats))
+        if drops.examples and rank_zero_only.rank == 0:
+            log.warning("skipped invalid records, e.g.: %s", " | ".join(drops.examples))
+
+    def _loader(self, split: str) -> DataLoader:
+        if self.datasets is None:
+            self.setup()
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return DataLoader(self.datasets[split], batch_sampler=self.sampler(split, replicas, rank),  # type: ignore[index]
+                          collate_fn=self.collator, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def summary(stats: Mapping[str, Any]) -> str:
+    """One line: what each split holds and what was dropped or cut, and why."""
+    parts = []
+    for s in SPLITS:
+        st = stats.get(s)
+        if st is None:
+            continue
+        ks = ",".join(f"K{k}:{n}" for k, n in st.get("k_hist", {}).items())
+        parts.append(f"{s} {st.get('lists', 0)} lists ({ks}; {st.get('examples', 0)} examples, "
+                     f"padded {100 * st.get('padded_share', 0):.1f}%)")
+    drops = {s: {k: stats[s][k] for k in ("tied_dropped", "overlong_filtered", "truncated_lists", "over_limit")
+                 if stats.get(s, {}).get(k)} for s in SPLITS}
+    dropped = "; ".join(f"{s}: {d}" for s, d in drops.items() if d) or "none"
+    return (f"rankrm data [{stats.get('reader')}]: " + ", ".join(parts)
+            + f" | invalid dropped: {stats.get('dropped_invalid') or 'none'} | filtered/cut: {dropped}")

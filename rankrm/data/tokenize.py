@@ -1,0 +1,193 @@
+"""Tokenise every response of every list exactly once (prompt + response together).
+
+How a (prompt, response) becomes one token sequence depends on the prompt and the tokenizer:
+- no prompt: the response alone, with the tokenizer's special tokens;
+- text prompt + a tokenizer with a `sep_token` (encoders): a text pair (prompt, response), so
+  `token_type_ids` tell them apart;
+- text prompt + no `sep_token` (decoders): one text `prompt + "\\n\\n" + response`;
+- chat prompt: `apply_chat_template(prompt + [assistant reply], tokenize=False)` tokenised
+  without extra special tokens (the template has its own); a tokenizer without a chat template
+  gets the plain join "role: content" (one line per message) as a text prompt, as above.
+
+Over-long sequences (> `max_length` tokens): `overlong="filter"` drops the whole list (as TRL
+does); `"truncate"` removes prompt tokens first, from `truncation_side` ("left" keeps the end
+of the dialogue, next to the reply), and only when the prompt is gone cuts the response from its
+end. Special and chat-template tokens after the reply are never removed, and a response keeps
+at least one token (else the list is filtered). Truncation needs a fast tokenizer (offsets).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from rankrm.data.records import Prompt, RankedList
+from rankrm.errors import DataError, RankrmError
+
+log = logging.getLogger(__name__)
+PROMPT, RESPONSE, KEEP = 0, 1, -1  # token roles for truncation; KEEP = special / template tail
+
+
+@dataclass
+class EncodedList:
+    """One list, tokenised: K sequences of token ids (prompt + response each) and the labels."""
+
+    ids: list[list[int]]
+    type_ids: list[list[int]] | None
+    labels: tuple[float, ...]
+    source: str = ""
+
+    @property
+    def k(self) -> int:
+        return len(self.ids)
+
+    @property
+    def max_len(self) -> int:
+        return max(len(x) for x in self.ids)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(x) for x in self.ids)
+
+
+@dataclass
+class _Job:
+    """One response to tokenise: `a` (+ `b` as the pair's second text) or a rendered text with char spans."""
+
+    a: str
+    b: str | None = None
+    specials: bool = True
+    spans: tuple[int, int] | None = None  # rendered text: [0, p_end) prompt, [p_end, r_end) reply
+
+
+def prompt_text(prompt: Prompt) -> str | None:
+    """A chat prompt as plain text, one "role: content" line per message (no chat template)."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def _chat_job(tokenizer: Any, rl: RankedList, resp: str) -> _Job:
+    msgs = list(rl.prompt) + [{"role": "assistant", "content": resp}]  # type: ignore[arg-type]
+    try:
+        full = tokenizer.apply_chat_template(msgs, tokenize=False)
+    except Exception as e:  # noqa: BLE001 -- a jinja error means these messages don't fit the template
+        raise DataError(rl.source, None, "prompt", f"the chat template rejects these messages: {e}") from None
+    start = full.rfind(resp)
+    if start >= 0:
+        return _Job(full, specials=False, spans=(start, start + len(resp)))
+    pre = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+    return _Job(full, specials=False, spans=(len(pre) if full.startswith(pre) else 0, len(full)))
+
+
+def make_job(tokenizer: Any, rl: RankedList, resp: str) -> _Job:
+    """How to tokenise `resp` of list `rl` with `tokenizer` (see module docstring)."""
+    if isinstance(rl.prompt, list) and getattr(tokenizer, "chat_template", None):
+        return _chat_job(tokenizer, rl, resp)
+    prompt = prompt_text(rl.prompt)
+    if prompt is None:
+        return _Job(resp)
+    if getattr(tokenizer, "sep_token", None) is not None:
+        return _Job(prompt, resp)
+    text = prompt + "\n\n" + resp
+    return _Job(text, spans=(len(prompt) + 2, len(text)))
+
+
+def token_roles(enc: Any, i: int, job: _Job) -> list[int]:
+    """PROMPT / RESPONSE / KEEP per token of item `i` of a fast-tokenizer BatchEncoding."""
+    seq = enc.sequence_ids(i)
+    if job.spans is None:
+        last = 1 if job.b is not None else 0  # the response is the pair's 2nd text, or the only one
+        return [KEEP if s is None else (RESPONSE if s == last else PROMPT) for s in seq]
+    p_end, r_end = job.spans
+    offs = enc["offset_mapping"][i]
+    return [KEEP if s is None else PROMPT if o[0] < p_end else RESPONSE if o[0] < r_end else KEEP
+            for s, o in zip(seq, offs)]
+
+
+def truncate(roles: list[int], max_length: int, side: str) -> list[int] | None:
+    """Indices of the tokens to keep: prompt tokens go first (from `side`), then the response's
+    end; None if even one response token plus the kept tokens exceed `max_length`."""
+    excess = len(roles) - max_length
+    prompt = [i for i, r in enumerate(roles) if r == PROMPT]
+    resp = [i for i, r in enumerate(roles) if r == RESPONSE]
+    n_p = min(excess, len(prompt))
+    drop = set(prompt[:n_p] if side == "left" else prompt[len(prompt) - n_p:])
+    excess -= n_p
+    if excess >= len(resp):
+        return None
+    if excess > 0:
+        drop.update(resp[len(resp) - excess:])
+    return [i for i in range(len(roles)) if i not in drop]
+
+
+def effective_max_length(tokenizer: Any, max_length: int | None) -> int | None:
+    """`max_length`, capped at the tokenizer's `model_max_length` when that is a real limit."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
+    if max_length is None or (limit is not None and max_length > limit):
+        if max_length is not None:
+            log.warning("data.max_length=%d exceeds the tokenizer's model_max_length %d; using %d", max_length, limit, limit)
+        return limit
+    return max_length
+
+
+def _run(tokenizer: Any, jobs: list[_Job], want_offsets: bool) -> Any:
+    """One batched tokenizer call for jobs of one kind (same pairing and special-token use)."""
+    a = [j.a for j in jobs]
+    b = [j.b for j in jobs] if jobs[0].b is not None else None
+    return tokenizer(a, b, add_special_tokens=jobs[0].specials, return_offsets_mapping=want_offsets)
+
+
+def tokenize_jobs(tokenizer: Any, jobs: list[_Job], max_length: int | None, side: str, chunk: int = 2048
+                  ) -> list[tuple[list[int], list[int] | None, bool] | None]:
+    """(ids, type_ids, truncated) per job, None if it cannot fit; each text is tokenised once."""
+    out: list[Any] = [None] * len(jobs)
+    kinds: dict[tuple[bool, bool], list[int]] = {}
+    for n, j in enumerate(jobs):
+        kinds.setdefault((j.b is not None, j.specials), []).append(n)
+    for idx in kinds.values():
+        for s in range(0, len(idx), chunk):
+            part = idx[s:s + chunk]
+            pj = [jobs[n] for n in part]
+            enc = _run(tokenizer, pj, want_offsets=max_length is not None and any(j.spans for j in pj))
+            tt = enc.get("token_type_ids")
+            for i, n in enumerate(part):
+                ids, types, cut = enc["input_ids"][i], (tt[i] if tt is not None else None), False
+                if max_length is not None and len(ids) > max_length:
+                    keep = truncate(token_roles(enc, i, jobs[n]), max_length, side)
+                    if keep is None:
+                        continue
+                    ids, types, cut = [ids[t] for t in keep], (None if types is None else [types[t] for t in keep]), True
+                out[n] = (list(ids), None if types is None else list(types), cut)
+    return out
+
+
+def encode_lists(tokenizer: Any, lists: list[RankedList], max_length: int | None, overlong: str = "filter",
+                 truncation_side: str = "left") -> tuple[list[EncodedList], dict[str, int]]:
+    """Tokenise all lists (each response once). Returns the kept lists and counts:
+    `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`."""
+    if overlong not in ("filter", "truncate") or truncation_side not in ("left", "right"):
+        raise RankrmError(f"data.overlong must be filter|truncate and data.truncation_side left|right, "
+                          f"got {overlong!r}, {truncation_side!r}")
+    if overlong == "truncate" and max_length is not None and not getattr(tokenizer, "is_fast", False):
+        raise RankrmError("data.overlong=truncate needs a fast tokenizer (offsets); use overlong=filter")
+    jobs = [make_job(tokenizer, rl, r) for rl in lists for r in rl.responses]
+    limit = max_length if overlong == "truncate" else None
+    results = tokenize_jobs(tokenizer, jobs, limit, truncation_side)
+    counts: Counter[str] = Counter(overlong_filtered=0, truncated_lists=0, truncated_responses=0)
+    out, pos = [], 0
+    for rl in lists:
+        res, pos = results[pos:pos + rl.k], pos + rl.k
+        too_long = max_length is not None and any(r is None or len(r[0]) > max_length for r in res)
+        if too_long or any(r is None for r in res):
+            counts["overlong_filtered"] += 1
+            continue
+        n_cut = sum(r[2] for r in res)  # type: ignore[index]
+        counts["truncated_responses"] += n_cut
+        counts["truncated_lists"] += n_cut > 0
+        types = [r[1] for r in res] if res[0][1] is not None else None  # type: ignore[index]
+        out.append(EncodedList([r[0] for r in res], types, rl.labels, rl.source))  # type: ignore[index,misc]
+    return out, dict(counts)

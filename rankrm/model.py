@@ -1,0 +1,209 @@
+"""The reward model: a transformers backbone, a pooling step and a `Linear(hidden, 1)` head.
+
+    scores = head(dropout(pool(backbone(input_ids, attention_mask))))   # (N,)
+    scores = (scores - reward_mean) / reward_std                       # identity unless set
+
+Pooling (`pooling=`):
+- `pooler`: the encoder's pooler output (Linear+Tanh on token 0), the BERT/ERNIE default and
+  exactly what `BertForSequenceClassification` feeds its `classifier`.
+- `cls`: the last hidden state of token 0 (needs right padding).
+- `mean`: mean of the hidden states over real tokens (attention mask = 1).
+- `last_token`: hidden state of the last real token, found from the ATTENTION MASK, not from
+  `pad_token_id`: left and right padding give the same score and pad == eos is safe. Position
+  ids are derived from the mask too, so left padding does not shift the positions.
+
+Freeze modes (`set_freeze`): `full` trains everything; `head_only` freezes the backbone
+(including its pooler) and keeps it in eval mode so its features are deterministic;
+`lora` wraps the backbone in peft LoRA adapters; adapters, head and (for `pooler`) the
+pooler train.
+
+Reward normalisation: `set_reward_norm(mean, std)` stores the mean/std of the RAW scores on
+a reference set (saved in the state dict as extra state); `forward` then returns normalised
+scores. Compute the statistics with `forward(..., normalize=False)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from rankrm.errors import RankrmError
+
+POOLINGS = ("pooler", "cls", "mean", "last_token")
+FREEZE_MODES = ("full", "head_only", "lora")
+# LoRA targets when `lora.target_modules` is null; other model types fall back to peft's table.
+LORA_TARGETS = {
+    "bert": ["query", "value"],
+    "ernie": ["query", "value"],
+    "roberta": ["query", "value"],
+    "llama": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+}
+
+
+class RewardModel(nn.Module):
+    """Backbone + pooling + scalar head: `forward(input_ids, attention_mask, token_type_ids) -> (N,)`."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pooling: str = "pooler",
+        head_bias: bool = True,
+        head_dropout: float = 0.0,
+        backbone_name: str = "",
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise RankrmError(f"backbone.pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+        if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
+            raise RankrmError(
+                f"pooling 'pooler' needs an encoder with a pooler layer (BERT/ERNIE); "
+                f"{type(backbone).__name__} has none: use pooling=cls, mean or last_token"
+            )
+        if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
+            # An unused pooler would get no gradient (DDP complains) and cost a matmul.
+            backbone.pooler = None
+        self.backbone = backbone
+        self.pooling = pooling
+        self.backbone_name = backbone_name
+        self.freeze_mode = "full"
+        config = backbone.config
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(config.hidden_size, 1, bias=head_bias)
+        # Same init as transformers' classification heads.
+        nn.init.normal_(self.head.weight, std=getattr(config, "initializer_range", 0.02))
+        if self.head.bias is not None:
+            nn.init.zeros_(self.head.bias)
+        # Python floats (not buffers): exact, and not cast by model.to(bfloat16); saved in the
+        # state dict through get_extra_state.
+        self.reward_mean, self.reward_std = 0.0, 1.0
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The transformers base model (unwrapped from peft when LoRA is on)."""
+        bb = self.backbone
+        return bb.get_base_model() if hasattr(bb, "get_base_model") else bb
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.backbone, "merge_and_unload")
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """input_ids, attention_mask, token_type_ids: (N, T) -> scores (N,); normalised unless `normalize=False`."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        if self.pooling == "last_token":
+            # Positions count real tokens only, so a left-padded row sees the same positions
+            # as its right-padded twin (pads get position 0, they are masked anyway).
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, T)
+        out = self.backbone(**kwargs)
+        pooled = self._pool(out, attention_mask)  # (N, H)
+        scores = self.head(self.dropout(pooled)).squeeze(-1)  # (N, 1) -> (N,)
+        if normalize and (self.reward_mean, self.reward_std) != (0.0, 1.0):
+            scores = (scores - self.reward_mean) / self.reward_std
+        return scores
+
+    def _pool(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Backbone output + mask (N, T) -> pooled features (N, H)."""
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state  # (N, T, H)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
+        if self.pooling == "mean":
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+        last = (positions * attention_mask.long()).argmax(-1)  # (N,) index of the last real token
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    # ---- training modes -------------------------------------------------------------------
+
+    def set_freeze(self, mode: str, lora: dict[str, Any] | None = None) -> None:
+        """Choose what trains: `full`, `head_only` or `lora` (with {r, alpha, dropout, target_modules})."""
+        if mode not in FREEZE_MODES:
+            raise RankrmError(f"backbone.freeze must be one of {', '.join(FREEZE_MODES)}, got '{mode}'")
+        if self.freeze_mode != "full":
+            raise RankrmError(f"freeze mode is already '{self.freeze_mode}'; set it once, on a fresh model")
+        self.freeze_mode = mode
+        if mode == "head_only":
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        elif mode == "lora":
+            self._wrap_lora(lora or {})
+
+    def _wrap_lora(self, lora: dict[str, Any]) -> None:
+        from peft import LoraConfig, get_peft_model
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+        model_type = self.backbone.config.model_type
+        targets = lora.get("target_modules") or LORA_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type)
+        if not targets:
+            raise RankrmError(
+                f"no default LoRA target modules for model type '{model_type}': set backbone.lora.target_modules"
+            )
+        if isinstance(targets, str):
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
+        config = LoraConfig(
+            r=int(lora.get("r", 8)),
+            lora_alpha=int(lora.get("alpha", 16)),
+            lora_dropout=float(lora.get("dropout", 0.0)),
+            target_modules=list(targets),
+        )
+        try:
+            self.backbone = get_peft_model(self.backbone, config)
+        except ValueError as e:  # peft: target modules not found in the model
+            raise RankrmError(f"LoRA: {e}") from e
+        if self.pooling == "pooler":
+            # The pooler is part of the head in the seed design: keep it trainable.
+            self.base_model.pooler.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "RewardModel":
+        """As nn.Module.train, but a head_only backbone stays in eval mode (no dropout on frozen features)."""
+        super().train(mode)
+        if self.freeze_mode == "head_only":
+            self.backbone.eval()
+        return self
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the backbone weights (in place); no-op without LoRA."""
+        if self.has_lora:
+            self.backbone = self.backbone.merge_and_unload()
+
+    # ---- reward normalisation ---------------------------------------------------------------
+
+    def set_reward_norm(self, mean: float, std: float) -> None:
+        """Make forward return (raw - mean) / std; mean/std are of RAW scores on a reference set."""
+        mean, std = float(mean), float(std)
+        if not (math.isfinite(mean) and math.isfinite(std)) or std <= 0:
+            raise RankrmError(
+                f"cannot normalise rewards with mean={mean}, std={std}: the reference scores are "
+                "constant or not finite (set backbone.normalize_rewards=false)"
+            )
+        self.reward_mean, self.reward_std = mean, std
+
+    @property
+    def reward_norm(self) -> tuple[float, float]:
+        """(mean, std) applied in forward; (0.0, 1.0) when unset."""
+        return self.reward_mean, self.reward_std
+
+    def get_extra_state(self) -> dict[str, float]:
+        return {"reward_mean": self.reward_mean, "reward_std": self.reward_std}
+
+    def set_extra_state(self, state: dict[str, float]) -> None:
+        self.reward_mean, self.reward_std = float(state["reward_mean"]), float(state["reward_std"])
+
+    def trainable_parameter_names(self) -> Sequence[str]:
+        """Names of the parameters that require grad (for logs and tests)."""
+        return [n for n, p in self.named_parameters() if p.requires_grad]

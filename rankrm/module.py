@@ -1,0 +1,124 @@
+"""LightningModule: a RewardModel trained with a ranking loss from `rankrm.losses.LOSSES`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import lightning.pytorch as pl
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from rankrm.errors import RankrmError
+from rankrm.losses import LOSSES
+from rankrm.metrics import RankingMetrics
+from rankrm.model import RewardModel
+
+Batch = Mapping[str, torch.Tensor]
+
+
+def warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1,
+                 decay: str = "linear") -> LambdaLR:
+    """Linear warmup over `warmup_ratio * total_steps`, then linear/cosine decay to 0 or constant."""
+    warmup = int(warmup_ratio * total_steps)
+    if decay not in ("linear", "cosine", "constant"):
+        raise RankrmError(f"scheduler.decay must be linear, cosine or constant, got {decay!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if decay == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def loss_fn(name: str) -> Callable[..., torch.Tensor]:
+    if name not in LOSSES:
+        raise RankrmError(f"unknown loss {name!r}; choices: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+class RankRMModule(pl.LightningModule):
+    """Scores every response of a batch of lists in one forward and applies a ranking loss.
+
+    `optimizer` and `scheduler` are partials from Hydra (`_partial_: true`): the module fills in
+    the trainable parameters and the total number of steps.
+    """
+
+    def __init__(self, model: RewardModel, loss_name: str, loss_kwargs: Mapping[str, Any] | None,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., LambdaLR] | None = None,
+                 metric_cutoffs: tuple[int, ...] = (1, 3)) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_name = loss_name
+        self.loss = loss_fn(loss_name)
+        self.loss_kwargs = dict(loss_kwargs or {})
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.val_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
+        self.test_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
+        # Compute counters for the ablations: sequences sent through the backbone in training.
+        self.register_buffer("sequences_encoded", torch.zeros((), dtype=torch.long), persistent=True)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Rewards (B, K): one backbone forward over the N real responses, scattered into the grid."""
+        scores = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (N,)
+        mask = batch["mask"]  # (B, K)
+        return scores.new_zeros(mask.shape).masked_scatter(mask, scores.to(mask.device))  # (B, K)
+
+    def _loss(self, rewards: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.loss(rewards.float(), batch["labels"], batch["mask"], **self.loss_kwargs)
+
+    def _check_finite(self, loss: torch.Tensor, stage: str, batch_idx: int) -> None:
+        if not torch.isfinite(loss):
+            raise RankrmError(
+                f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}, "
+                f"epoch {self.current_epoch}, {stage} batch {batch_idx}: lower optimizer.lr, keep "
+                "trainer.gradient_clip_val on, or use trainer.precision=32-true; the run stopped and "
+                "no checkpoint was written from this step")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        rewards = self(batch)
+        loss = self._loss(rewards, batch)
+        self._check_finite(loss, "train", batch_idx)
+        self.sequences_encoded += batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
+        return loss
+
+    def _eval_step(self, batch: Batch, batch_idx: int, stage: str, metrics: RankingMetrics) -> None:
+        rewards = self(batch)
+        loss = self._loss(rewards, batch)
+        self._check_finite(loss, stage, batch_idx)
+        self.log(f"{stage}/loss", loss, batch_size=batch["mask"].shape[0], sync_dist=True)
+        metrics.update(rewards.float(), batch["labels"], batch["mask"])
+
+    def _eval_epoch_end(self, stage: str, metrics: RankingMetrics) -> None:
+        values = metrics.compute()  # synced across ranks by torchmetrics
+        metrics.reset()
+        self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val", self.val_metrics)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", self.test_metrics)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise RankrmError("no trainable parameters: check backbone.freeze")
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer,
+                                           total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

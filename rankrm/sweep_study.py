@@ -1,0 +1,173 @@
+"""Optuna plumbing of a sweep: storage, sampler, pruner, the trial budget and crash recovery.
+
+Shared by the sweep workers (parent side) and the pruning callback (inside each training process).
+A trial whose worker died is failed and a copy with the same params (user attr `retry_of`) is
+enqueued, so a killed sweep loses nothing it completed and still reaches `n_trials`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from rankrm.errors import RankrmError
+
+log = logging.getLogger("rankrm.sweep")
+
+PRUNER_ATTR = "rankrm_pruner"  # study user attr: pruner spec, read back by the pruning callback
+PRUNED_ATTR = "pruned_at_step"  # trial user attr set by the callback when it stopped training
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    """The configured URL, or an sqlite file in the sweep dir."""
+    return storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.BaseStorage:
+    """`journal:<path>` -> JournalStorage(JournalFileBackend); anything else -> RDBStorage (sqlite,
+    postgresql, mysql). RDB storages get a heartbeat: a RUNNING trial whose worker stopped beating
+    for 4 * heartbeat_s (another host crashed) is failed and re-queued by the next worker that asks."""
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if heartbeat_s:
+        kwargs = dict(heartbeat_interval=int(heartbeat_s), grace_period=4 * int(heartbeat_s),
+                      heartbeat_stale_trial_callback=lambda study, t: requeue(study, t, "no heartbeat"))
+    # sqlite: wait for the file lock instead of failing when several workers write at once.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+    except Exception as e:  # sqlalchemy: bad URL, missing driver, unreachable server
+        raise RankrmError(f"cannot open Optuna storage {url!r}: {e}") from e
+
+
+def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
+    """`{name: median | hyperband | none, kwargs: {...}}` -> an Optuna pruner."""
+    spec = dict(spec or {})
+    name, kwargs = str(spec.get("name") or "none").lower(), dict(spec.get("kwargs") or {})
+    pruners = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+               "none": optuna.pruners.NopPruner}
+    if name not in pruners:
+        raise RankrmError(f"pruner.name must be one of {sorted(pruners)}, got {name!r}")
+    if name == "none":
+        return optuna.pruners.NopPruner()  # kwargs left over from the defaults do not apply
+    try:
+        return pruners[name](**kwargs)
+    except TypeError as e:
+        raise RankrmError(f"pruner.kwargs for {name}: {e}") from e
+
+
+def build_sampler(spec: Mapping[str, Any] | None, seed: int) -> optuna.samplers.BaseSampler:
+    """`{name: tpe | nsga2 | random, kwargs: {...}}` -> a sampler seeded with `seed`."""
+    spec = dict(spec or {})
+    name, kwargs = str(spec.get("name") or "tpe").lower(), dict(spec.get("kwargs") or {})
+    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+                "random": optuna.samplers.RandomSampler}
+    if name not in samplers:
+        raise RankrmError(f"sampler.name must be one of {sorted(samplers)}, got {name!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers[name](seed=seed, **kwargs)
+    except TypeError as e:
+        raise RankrmError(f"sampler.kwargs for {name}: {e}") from e
+
+
+def open_study(storage: optuna.storages.BaseStorage, name: str, directions: list[str],
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create the study or join the existing one; its directions must match the config's."""
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                    pruner=pruner, load_if_exists=True)
+    except optuna.exceptions.DuplicatedStudyError:  # created by another worker between check and insert
+        study = optuna.load_study(storage=storage, study_name=name, pruner=pruner)
+    have = [d.name.lower() for d in study.directions]
+    if have != directions:
+        raise RankrmError(f"study {name!r} already exists with directions {have}, the config asks for "
+                          f"{directions}: change study_name (or dir) or restore the objectives")
+    return study
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(storage=storage, study_name=name)
+    except KeyError as e:
+        raise RankrmError(f"no study named {name!r} in the storage: run the sweep first") from e
+
+
+def retried(trials: list[FrozenTrial]) -> dict[int, int]:
+    """Number of a re-queued dead trial -> number of its retry (the retry carries `retry_of`)."""
+    return {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+
+
+def budget_left(study: optuna.Study, n_trials: int) -> int:
+    """Trials still to start: n_trials minus running and finished ones (n_trials is the study
+    total); a dead trial that was re-queued does not count, its retry does."""
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    used = sum(t.state == TrialState.RUNNING or (t.state in FINISHED and t.number not in again) for t in trials)
+    return n_trials - used
+
+
+def requeue(study: optuna.Study, t: FrozenTrial, why: str) -> None:
+    """Fail a dead RUNNING trial (if not already failed) and enqueue a copy of its params."""
+    storage = study._storage  # Optuna exposes no public setter for another process's trial
+    if t.state == TrialState.RUNNING:
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", f"{why}; re-queued")
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another worker got there first and re-queued it
+    study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+    log.warning("trial %d: %s; failed and re-queued with the same params", t.number, why)
+
+
+def worker_token(pid: int | None = None) -> str | None:
+    """`host:pid:start-time` of a live process (start time guards against pid reuse); None if dead."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22 (starttime); comm may contain spaces
+    except FileNotFoundError:
+        return None
+    except OSError:  # no procfs (macOS): fall back to a liveness probe without start time
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        start = "?"
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def recover_dead_trials(study: optuna.Study) -> int:
+    """Re-queue RUNNING trials whose worker on this host is gone (and, for RDB storages, those of
+    any host whose heartbeat went stale). Returns how many were re-queued here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    host, n = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        token = t.user_attrs.get("worker")
+        if not token or not token.startswith(host + ":"):
+            continue  # another host's trial (or not started by rankrm): only its heartbeat can tell
+        pid = int(token.split(":")[1])
+        if worker_token(pid) != token:
+            requeue(study, t, f"its worker ({token}) is gone")
+            n += 1
+    return n

@@ -1,0 +1,199 @@
+"""Side by side: TRL `RewardTrainer` on expanded pairs vs rankrm on the lists themselves.
+
+Three systems, each in its own process (so peak RSS is per system), same machine, backbone,
+VADER lists, max_length, learning rate, schedule, threads, lists seen and batch (in lists):
+
+- `trl`: TRL `RewardTrainer` on every list expanded into its C(K,2) chosen/rejected pairs, as a
+  TRL user would feed it (batch = lists_per_batch * C(K,2) pairs);
+- `rankrm_ranklist`: `python -m rankrm.train loss=ranklist` on the lists (batch = lists);
+- `rankrm_pairwise`: `python -m rankrm.train loss=pairwise data.as_pairs=true` on the same
+  pairs (batch = lists_per_batch * C(K,2) pairs).
+
+All three models are scored afterwards on the SAME held-out lists by the same code and
+rankrm's metric functions (pair accuracy, Kendall tau). Throughput counts the window from
+building the trainer (incl. tokenisation: TRL tokenises up front, rankrm in its data module)
+to the end of training; model loading and evaluation are outside it (`process_wall_s` has all).
+Parity settings on the TRL side, each a deviation from a TRL default that would otherwise
+make the comparison unfair: fp32 (TRL defaults to bf16 autocast), no gradient checkpointing
+(TRL defaults to on, ~20% slower; rankrm does not checkpoint), no checkpoint saving (neither
+side saves), warmup 10% + linear decay, weight decay 0.01, grad clip 1.0 (rankrm's defaults).
+
+Full-size measurement (a quiet machine, ~1-2 h on 2 cores):
+
+    python scripts/bench_trl.py --ks 4 9 --train-lists 400 --val-lists 200 --lists-per-batch 4 \
+        --max-length 128 --threads 2 --repeats 3 --out bench_trl.json
+
+Mid-size check (~10 min): `python scripts/bench_trl.py --ks 4 --train-lists 200 --repeats 1`.
+Smoke (tests): `python scripts/bench_trl.py --quick --backbone tiny_bert --vader-dir DIR`.
+VADER: `--vader-dir`, else $RANKRM_VADER_DIR, else /work/shared/data/vader-human-sentiment.
+Goals (measured, not asserted): rankrm >= 3x TRL lists/s at K=4, >= 7x at K=9, val pair
+accuracy no worse, peak RSS no higher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from math import comb
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+
+SYSTEMS = ("trl", "rankrm_ranklist", "rankrm_pairwise")
+COLUMNS = [("k", "K"), ("system", "system"), ("lists_per_s", "lists/s"), ("pairs_per_s", "pairs/s"),
+           ("speedup_vs_trl", "x TRL"), ("train_s", "train s"), ("process_wall_s", "process s"),
+           ("peak_rss_mb", "peak RSS MB"), ("pad_share", "padded share"), ("steps", "steps"),
+           ("val_pair_acc", "val pair acc"), ("val_kendall_tau", "val Kendall tau")]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one system from a spec file
+    p.add_argument("--vader-dir", default=None, help="VADER dir (default $RANKRM_VADER_DIR)")
+    p.add_argument("--ks", type=int, nargs="+", default=[4, 9], help="list lengths K to measure")
+    p.add_argument("--train-lists", type=int, default=200, help="training lists (one epoch)")
+    p.add_argument("--val-lists", type=int, default=100, help="held-out lists scored by all systems")
+    p.add_argument("--lists-per-batch", type=int, default=4, help="batch in lists (pairs: x C(K,2))")
+    p.add_argument("--max-length", type=int, default=128, help="max tokens per response")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (all systems)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per system")
+    p.add_argument("--repeats", type=int, default=1, help="runs per system; medians are reported")
+    p.add_argument("--backbone", default="minilm", help="rankrm backbone config (conf/backbone/)")
+    p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    p.add_argument("--min-gap", type=float, default=0.25,
+                   help="VADER: least rating gap between neighbours (0.5 leaves ~17 lists at K=9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="where lists, logs and run dirs go (default: temp)")
+    p.add_argument("--out", default=None, help="write results: *.json (data + table) or *.md")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test (K=3, 8 lists)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.ks, args.train_lists, args.val_lists, args.lists_per_batch = [3], 8, 4, 2
+        args.max_length, args.repeats = 128, 1
+    return args
+
+
+def spec_for(args: argparse.Namespace, k: int, lists: dict[str, str], system: str, rep: int) -> dict[str, Any]:
+    return {"name": f"k{k}_{system}_r{rep}", "system": system, "k": k, "backbone": args.backbone,
+            "lists_per_batch": args.lists_per_batch, "pairs_per_list": comb(k, 2),
+            "max_length": args.max_length, "lr": args.lr, "threads": args.threads, "seed": args.seed,
+            **lists}
+
+
+def run_system(spec: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
+    """One run of one system; throughput from the pairs it trained on (lists = pairs / C(K,2))."""
+    if spec["system"] == "trl":
+        res = bc.run_worker("bench_trl.py", spec, workdir, threads)
+    else:
+        res = bc.run_rankrm_cli(spec["name"], rankrm_overrides(spec), workdir, threads,
+                                val_file=spec["val"], max_length=spec["max_length"])
+    res["lists"] = res["pairs"] / spec["pairs_per_list"]
+    res.update(lists_per_s=res["lists"] / res["train_s"], pairs_per_s=res["pairs"] / res["train_s"])
+    return res
+
+
+def rankrm_overrides(spec: dict[str, Any]) -> list[str]:
+    """CLI overrides for the two rankrm systems (equal batch in lists, equal schedule)."""
+    pairs = spec["system"] == "rankrm_pairwise"
+    batch = spec["lists_per_batch"] * (spec["pairs_per_list"] if pairs else 1)
+    return [f"backbone={spec['backbone']}", f"loss={'pairwise' if pairs else 'ranklist'}", "data=jsonl",
+            f"data.source.train={spec['train']}", f"data.source.val={spec['val']}", f"data.source.test={spec['test']}",
+            f"seed={spec['seed']}",
+            f"data.as_pairs={str(pairs).lower()}", f"data.batch_size={batch}",
+            f"data.max_length={spec['max_length']}", f"optimizer.lr={spec['lr']}"]
+
+
+def summarise(k: int, system: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    row = bc.median_runs(runs)
+    row.update(k=k, system=system)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_trl_"))
+    info = bc.machine_info(args.threads)
+    rows: list[dict[str, Any]] = []
+    for k in args.ks:
+        lists = bc.prepare_vader_lists(bc.vader_dir(args.vader_dir), k, args.train_lists, args.val_lists,
+                                       args.seed, workdir / f"k{k}", args.min_gap)
+        by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in args.systems}
+        for rep in range(args.repeats):
+            for system in args.systems:  # interleaved, so slow drift in load hits all systems alike
+                by_system[system].append(run_system(spec_for(args, k, lists, system, rep), workdir, args.threads))
+        k_rows = [summarise(k, s, runs) for s, runs in by_system.items()]
+        trl = next((r for r in k_rows if r["system"] == "trl"), None)
+        for r in k_rows:
+            r["speedup_vs_trl"] = r["lists_per_s"] / trl["lists_per_s"] if trl else None
+        rows += k_rows
+    info["loadavg_after"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    md = "\n\n".join([f"## rankrm vs TRL RewardTrainer ({args.backbone}, max_length {args.max_length}, "
+                      f"{args.train_lists} train / {args.val_lists} val lists, {args.lists_per_batch} lists "
+                      f"per batch, medians of {args.repeats})", bc.markdown_table(rows, COLUMNS),
+                      bc.load_line(info) + f"; after: {info['loadavg_after']}"])
+    bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows, "workdir": str(workdir)}, md)
+    return 0
+
+
+# ---------------------------------------------------------------- worker side (child process)
+
+def worker_main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    result = trl_worker(spec)
+    Path(spec["result"]).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train TRL's RewardTrainer on the expanded pairs; score the val lists with rankrm's metrics."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    train_lists = bc.read_lists(spec["train"])
+    chosen, rejected = bc.expand_pairs(train_lists)
+    model, tok = bc.hf_reward_model(spec["backbone"], spec["seed"])
+    if tok.eos_token is None:  # TRL appends eos to every text; a BERT tokenizer has none
+        tok.eos_token = tok.sep_token
+    collator = bc.PaddingCounter(DataCollatorForPreference(pad_token_id=tok.pad_token_id))
+    config = RewardConfig(
+        output_dir=str(Path(spec["workdir"]) / f"{spec['name']}_out"), seed=spec["seed"],
+        per_device_train_batch_size=spec["lists_per_batch"] * spec["pairs_per_list"],
+        learning_rate=spec["lr"], num_train_epochs=1, max_length=spec["max_length"],
+        lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0,
+        gradient_checkpointing=False, bf16=False, use_cpu=True, save_strategy="no",
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+    start = time.perf_counter()
+    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(
+        {"chosen": chosen, "rejected": rejected}), processing_class=tok, data_collator=collator)
+    fit_start = time.perf_counter()
+    trainer.train()
+    end = time.perf_counter()
+    train_s, fit_loop_s = end - start, end - fit_start
+    kept = len(trainer.train_dataset)  # TRL drops (not truncates) pairs longer than max_length
+
+    def score(lists: list[Any]) -> torch.Tensor:  # (N,); texts as TRL trained on them: text + eos
+        enc = tok([t + tok.eos_token for rl in lists for t in rl.responses], padding=True, truncation=True,
+                  max_length=spec["max_length"], return_tensors="pt")
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.squeeze(-1)
+
+    model.eval()
+    metrics = bc.evaluate_lists(score, bc.read_lists(spec["val"]))
+    return {"train_s": train_s, "fit_loop_s": fit_loop_s, "pairs": kept,
+            "pairs_dropped_by_max_length": len(chosen) - kept, "peak_rss_rank_mb": bc.vm_hwm_mb(),
+            "steps": int(trainer.state.global_step), "pad_share": collator.pad_share,
+            "val_pair_acc": metrics["pair_acc"], "val_kendall_tau": metrics["kendall_tau"]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""RewardModel: pooling, padding invariance, freeze modes, reward norm, dropout, reproducibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rankrm.backbones import build_reward_model
+from rankrm.errors import RankrmError
+from rankrm.model import RewardModel
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but slow", "so so"]
+
+
+def build(name: str, **overrides: Any) -> tuple[RewardModel, Any]:
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides)
+    return build_reward_model(cfg)
+
+
+def spread_head(model: RewardModel) -> None:
+    """A large random head, so scores differ visibly between texts (the init head is ~0.02)."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=gen))
+
+
+def scores(model: RewardModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(**batch)
+
+
+@pytest.mark.parametrize("name", ["tiny_bert", "tiny_ernie", "tiny_qwen"])
+def test_tiny_backbones_score_and_train(name: str) -> None:
+    model, tok = build(name)
+    batch = dict(tok(TEXTS, padding=True, return_tensors="pt"))
+    out = model(**batch)
+    assert out.shape == (len(TEXTS),)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+
+
+def test_tiny_models_are_reproducible_and_leave_the_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    a, _ = build("tiny_qwen")
+    after_build = torch.rand(3)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    b, _ = build("tiny_qwen")
+    assert torch.equal(after_build, expected)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k, v in sa.items():
+        assert torch.equal(v, sb[k]) if isinstance(v, torch.Tensor) else v == sb[k], k
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_last_token_is_pad_side_invariant(pad_is_eos: bool) -> None:
+    model, tok = build("tiny_qwen")
+    spread_head(model)
+    if pad_is_eos:
+        tok.pad_token = tok.eos_token
+    # Two texts end in a real eos: with pad == eos only the attention mask tells it from padding.
+    texts = ["a good movie", "bad<|im_end|>", "这家餐厅很好 and more words here<|im_end|>", "ok"]
+    alone = torch.stack([scores(model, dict(tok([t], return_tensors="pt")))[0] for t in texts])
+    for side in ("right", "left"):
+        tok.padding_side = side
+        batch = dict(tok(texts, padding=True, return_tensors="pt"))
+        assert (batch["attention_mask"] == 0).any()
+        torch.testing.assert_close(scores(model, batch), alone, atol=1e-5, rtol=0)
+    assert alone.std() > 1e-3  # the texts really score differently
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
+def test_encoder_poolings_ignore_padded_positions(pooling: str) -> None:
+    model, tok = build("tiny_bert", pooling=pooling)
+    spread_head(model)
+    batch = dict(tok(TEXTS, padding=True, return_tensors="pt"))
+    pad = batch["attention_mask"] == 0
+    assert pad.any()
+    base = scores(model, batch)
+    assert base.shape == (len(TEXTS),)
+    garbage = batch["input_ids"].clone()
+    garbage[pad] = torch.randint(5, len(tok), (int(pad.sum()),))  # real tokens, but masked out
+    torch.testing.assert_close(scores(model, {**batch, "input_ids": garbage}), base, atol=1e-5, rtol=0)
+    alone = torch.stack([scores(model, dict(tok([t], return_tensors="pt")))[0] for t in TEXTS])
+    torch.testing.assert_close(base, alone, atol=1e-5, rtol=0)
+
+
+def test_mean_pooling_is_the_masked_mean() -> None:
+    model, tok = build("tiny_bert", pooling="mean")
+    batch = dict(tok(TEXTS, padding=True, return_tensors="pt"))
+    model.eval()
+    with torch.no_grad():
+        hidden = model.backbone(**batch).last_hidden_state  # (N, T, H)
+        got = model._pool(type("Out", (), {"last_hidden_state": hidden})(), batch["attention_mask"])
+    for i, n in enumerate(batch["attention_mask"].sum(1).tolist()):
+        torch.testing.assert_close(got[i], hidden[i, :n].mean(0))
+
+
+def test_non_pooler_pooling_drops_the_unused_pooler() -> None:
+    model, _ = build("tiny_bert", pooling="cls")
+    assert model.backbone.pooler is None
+    assert all("pooler" not in n for n in model.state_dict())
+
+
+def test_pooler_pooling_needs_a_pooler() -> None:
+    with pytest.raises(RankrmError, match="pooler"):
+        build("tiny_qwen", pooling="pooler")
+    with pytest.raises(RankrmError, match="pooling must be one of"):
+        build("tiny_bert", pooling="max")
+
+
+def test_head_only_trains_only_the_head_and_keeps_the_backbone_in_eval() -> None:
+    model, _ = build("tiny_ernie", freeze="head_only")
+    assert model.trainable_parameter_names() == ["head.weight", "head.bias"]
+    assert not any(p.requires_grad for p in model.base_model.pooler.parameters())
+    model.train()
+    assert model.head.training and not model.backbone.training
+    assert not any(m.training for m in model.backbone.modules())
+
+
+@pytest.mark.parametrize("name,pooler_trains", [("tiny_bert", True), ("tiny_qwen", False)])
+def test_lora_trains_adapters_and_head_only(name: str, pooler_trains: bool) -> None:
+    model, _ = build(name, freeze="lora")
+    assert model.has_lora
+    names = model.trainable_parameter_names()
+    adapters = [n for n in names if "lora_" in n]
+    others = sorted(n for n in names if "lora_" not in n)
+    assert len(adapters) == 2 * 2 * 2  # 2 layers x 2 target modules (q, v) x (A, B)
+    head = ["head.bias", "head.weight"] if model.head.bias is not None else ["head.weight"]
+    pooler = ["backbone.base_model.model.pooler.dense.bias", "backbone.base_model.model.pooler.dense.weight"]
+    assert others == sorted(head + (pooler if pooler_trains else []))
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all("lora_" not in n for n in frozen)
+
+
+def test_lora_target_modules_can_be_set_and_are_checked() -> None:
+    model, _ = build("tiny_bert", freeze="lora", lora={"target_modules": "query"})
+    assert len([n for n in model.trainable_parameter_names() if "lora_" in n]) == 2 * 2
+    with pytest.raises(RankrmError, match="LoRA"):
+        build("tiny_bert", freeze="lora", lora={"target_modules": ["no_such_module"]})
+
+
+def test_reward_norm_is_applied_saved_and_checked() -> None:
+    model, tok = build("tiny_bert")
+    batch = dict(tok(TEXTS, padding=True, return_tensors="pt"))
+    raw = scores(model, batch)
+    model.set_reward_norm(0.25, 4.0)
+    torch.testing.assert_close(scores(model, batch), (raw - 0.25) / 4.0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch, normalize=False), raw)
+    state = model.state_dict()
+    assert state["_extra_state"] == {"reward_mean": 0.25, "reward_std": 4.0}
+    fresh, _ = build("tiny_bert")
+    fresh.load_state_dict(state)
+    assert fresh.reward_norm == (0.25, 4.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(RankrmError, match="cannot normalise"):
+            model.set_reward_norm(0.0, bad)
+
+
+def test_dropout_override_and_default() -> None:
+    kept, _ = build("tiny_bert")
+    assert kept.base_model.config.hidden_dropout_prob == 0.1 and kept.dropout.p == 0.1
+    off, _ = build("tiny_bert", dropout=0.0)
+    cfg = off.base_model.config
+    assert cfg.hidden_dropout_prob == cfg.attention_probs_dropout_prob == 0.0 and off.dropout.p == 0.0
+    dec, _ = build("tiny_qwen", dropout=0.2)
+    assert dec.base_model.config.attention_dropout == 0.2 and dec.dropout.p == 0.0  # HF decoder heads: no dropout
+
+
+def test_dtype_option() -> None:
+    model, tok = build("tiny_qwen", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert torch.isfinite(scores(model, dict(tok(TEXTS, padding=True, return_tensors="pt")))).all()

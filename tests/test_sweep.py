@@ -1,0 +1,291 @@
+"""rankrm.sweep: search spaces, pruning callback, crash/resume logic, and real tiny sweeps via the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.trial import TrialState
+
+from rankrm.errors import RankrmError
+from rankrm.pruning import OptunaPruning
+from rankrm.sweep import _finish
+from rankrm.sweep_space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
+from rankrm.sweep_study import PRUNED_ATTR, PRUNER_ATTR, budget_left, open_storage, open_study, requeue
+from rankrm.sweep_trial import Outcome
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {
+    "loss": {"type": "choice", "choices": ["pairwise", "listnet"]},
+    "optimizer.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+    "loss.kwargs.margin": {"type": "float", "low": 0.0, "high": 1.0, "when": {"loss": "pairwise"}},
+    "data.k": {"type": "int", "low": 2, "high": 4},
+}
+
+
+# ---------------------------------------------------------------- search space, objectives
+@pytest.mark.parametrize("params, match", [
+    ({}, "no `params`"),
+    ({"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-5}}, "low .* > high"),
+    ({"optimizer.lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
+    ({"optimizer.lr": {"type": "floot", "low": 0.0, "high": 1.0}}, "needs `type"),
+    ({"optimizer.lr": {"type": "float", "lo": 0.0, "high": 1.0}}, "unknown key"),
+    ({"data.k": {"type": "int", "low": 2.5, "high": 4}}, "integers"),
+    ({"loss": {"type": "choice", "choices": []}}, "non-empty"),
+    ({"loss.kwargs.margin": {"type": "float", "low": 0, "high": 1, "when": {"loss": "pairwise"}}}, "listed before"),
+])
+def test_bad_space_is_a_user_error(params, match):
+    with pytest.raises(RankrmError, match=match):
+        parse_space(params)
+
+
+def test_bad_objectives_are_user_errors():
+    with pytest.raises(RankrmError, match="direction"):
+        parse_objectives([{"metric": "val/pair_acc", "direction": "up"}])
+    with pytest.raises(RankrmError, match="once"):
+        parse_objectives([{"metric": "val/ndcg", "direction": "max"}] * 2)
+    assert parse_objectives([{"metric": "val/ndcg", "direction": "min"}]) == [Objective("val/ndcg", "minimize")]
+
+
+@pytest.mark.parametrize("fixed, active", [
+    ({"loss": "pairwise", "optimizer.lr": 1e-4, "loss.kwargs.margin": 0.5, "data.k": 3},
+     ["loss", "optimizer.lr", "loss.kwargs.margin", "data.k"]),
+    ({"loss": "listnet", "optimizer.lr": 1e-4, "data.k": 3}, ["loss", "optimizer.lr", "data.k"]),
+])
+def test_conditional_params_are_sampled_only_when_active(fixed, active):
+    chosen = sample(optuna.trial.FixedTrial(fixed), parse_space(SPACE))
+    assert list(chosen) == active
+    overrides = to_overrides(chosen)
+    assert overrides[0] == f"loss={fixed['loss']}" and "++optimizer.lr=0.0001" in overrides
+
+
+@pytest.mark.parametrize("value", ["pairwise", "1", "true", "null", "a b", "it's", "x=y", "c:\\dir", "a\\'b", "end\\", 0.5, 3, True, None])
+def test_hydra_value_round_trips_through_the_override_parser(value):
+    parsed = OverridesParser.create().parse_override(f"++a.b={hydra_value(value)}").value()
+    assert parsed == value and type(parsed) is type(value)
+
+
+# ---------------------------------------------------------------- budget, re-queue, pruning
+def _study(tmp_path: Path, directions=("maximize",)) -> optuna.Study:
+    return open_study(open_storage(f"sqlite:///{tmp_path / 'study.db'}"), "s", list(directions))
+
+
+def test_budget_counts_finished_and_running_but_not_requeued(tmp_path):
+    study = _study(tmp_path)
+    done, dead = study.ask(), study.ask()
+    for t in (done, dead):
+        t.suggest_float("x", 0, 1)
+    study.tell(done, 1.0)
+    assert budget_left(study, 3) == 1  # one complete + one running
+    requeue(study, study._storage.get_trial(dead._trial_id), "worker gone")
+    assert budget_left(study, 3) == 2  # the dead trial no longer counts; its copy waits
+    retry = study.ask()
+    retry.suggest_float("x", 0, 1)  # a queued trial's params are fixed, not yet suggested
+    assert retry.params == dead.params and retry.user_attrs["retry_of"] == dead.number
+    assert study._storage.get_trial(dead._trial_id).state == TrialState.FAIL
+
+
+def _fake_trainer(value: float, step: int) -> SimpleNamespace:
+    return SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
+                           callback_metrics={"val/ndcg": value}, global_step=step, should_stop=False,
+                           strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all=True: d))
+
+
+def test_pruning_callback_reports_stops_and_parent_marks_pruned(tmp_path):
+    study = _study(tmp_path)
+    study.set_user_attr(PRUNER_ATTR, {"name": "median", "kwargs": {"n_startup_trials": 1}})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    good = study.ask()
+    cb = OptunaPruning(url, "s", good._trial_id, monitor="val/ndcg")
+    for step, v in [(1, 0.8), (2, 0.9)]:
+        trainer = _fake_trainer(v, step)
+        cb.on_validation_end(trainer, None)
+        assert not trainer.should_stop
+    study.tell(good, 0.9)
+    bad = study.ask()
+    cb = OptunaPruning(url, "s", bad._trial_id, monitor="val/ndcg")
+    trainer = _fake_trainer(0.1, 1)
+    cb.on_validation_end(trainer, None)
+    assert trainer.should_stop
+    frozen = study._storage.get_trial(bad._trial_id)
+    assert frozen.intermediate_values == {1: 0.1} and frozen.user_attrs[PRUNED_ATTR] == 1
+    _finish(study, bad, Outcome(0, {"val": {"ndcg": 0.1}}), [Objective("val/ndcg", "maximize")])
+    assert study._storage.get_trial(bad._trial_id).state == TrialState.PRUNED
+
+
+def test_missing_objective_fails_the_trial_with_its_reason(tmp_path):
+    study = _study(tmp_path, ("maximize", "maximize"))
+    t = study.ask()
+    _finish(study, t, Outcome(0, {"val": {"pair_acc": 0.7}}), parse_objectives(
+        [{"metric": "val/pair_acc", "direction": "max"}, {"metric": "val/kendall_tau", "direction": "max"}]))
+    frozen = study._storage.get_trial(t._trial_id)
+    assert frozen.state == TrialState.FAIL and "val/kendall_tau" in frozen.user_attrs["error"]
+
+
+# ---------------------------------------------------------------- the CLI with a fake trainer
+FAKE_TRAIN = r'''
+import json, os, sys, time
+from pathlib import Path
+args = dict(a.lstrip("+").split("=", 1) for a in sys.argv[1:])
+run = Path(args["hydra.run.dir"].strip("'")); run.mkdir(parents=True, exist_ok=True)
+(run / "pid").write_text(str(os.getpid()))
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+lr = float(args["optimizer.lr"])
+(run / "metrics.json").write_text(json.dumps({"val": {"ndcg": lr * 1000}}))
+'''
+FAKE_SWEEP = """# @package _global_
+objectives: [{metric: val/ndcg, direction: maximize}]
+pruner: {name: none}
+params:
+  optimizer.lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
+"""
+
+
+def _sweep_cli(tmp_path: Path, *overrides: str, sweep: str = "fake", env: dict | None = None,
+               wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    where = [] if any(o.startswith("dir=") for o in overrides) else [f"dir={tmp_path / 'sw'}"]
+    cmd = [sys.executable, "-m", "rankrm.sweep", "--config-dir", str(tmp_path / "conf"), f"sweep={sweep}",
+           *where, *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _fake_setup(tmp_path: Path) -> str:
+    (tmp_path / "conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "conf" / "sweep" / "fake.yaml").write_text(FAKE_SWEEP)
+    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
+    return f"command=[{sys.executable},{tmp_path / 'fake_train.py'}]"
+
+
+def _trials(tmp_path: Path, name: str = "fake") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'sw' / 'study.db'}").trials
+
+
+def _wait_for(cond, what: str, limit_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + limit_s
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"sweep exited ({proc.returncode}) before {what}: {proc.stderr.read()}")
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" if Path("/proc").exists() else True
+
+
+@pytest.mark.slow
+def test_killed_sweep_requeues_its_running_trial_and_reaches_n_trials(tmp_path):
+    command = _fake_setup(tmp_path)
+    proc = _sweep_cli(tmp_path, command, "n_trials=2", env={"FAKE_SLEEP": "600"}, wait=False)
+    pid_file = tmp_path / "sw" / "trials" / "0" / "pid"
+    _wait_for(pid_file.exists, "the first trial to start", proc=proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    child = int(pid_file.read_text())
+    _wait_for(lambda: not _alive(child), "the orphaned trial process to be stopped", 30)
+    assert [t.state for t in _trials(tmp_path)] == [TrialState.RUNNING]
+
+    r = _sweep_cli(tmp_path, command, "n_trials=2")
+    assert r.returncode == 0, r.stderr
+    dead, retry, new = _trials(tmp_path)
+    assert dead.state == TrialState.FAIL and "gone" in dead.user_attrs["error"]
+    assert retry.state == new.state == TrialState.COMPLETE
+    assert retry.user_attrs["retry_of"] == 0 and retry.params == dead.params
+    assert "re-queued as #1" in (tmp_path / "sw" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_trial_timeout_is_recorded_failed_and_the_sweep_exits_nonzero(tmp_path):
+    command = _fake_setup(tmp_path)
+    r = _sweep_cli(tmp_path, command, "n_trials=1", "trial_timeout_s=1", env={"FAKE_SLEEP": "600"})
+    assert r.returncode == 1 and "no trial completed" in r.stderr
+    (t,) = _trials(tmp_path)
+    assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("timeout")
+
+
+def test_config_errors_exit_2_with_one_line(tmp_path):
+    command = _fake_setup(tmp_path)
+    r = _sweep_cli(tmp_path, command, "train_overrides=['optimizer.lr=1e-4']")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("rankrm: error: params.optimizer.lr")
+    r = _sweep_cli(tmp_path, command, "report_only=true", "dir=" + str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "no sweep storage" in r.stderr
+
+
+# ---------------------------------------------------------------- real tiny sweeps through the CLI
+TINY_SWEEP = """# @package _global_
+params:
+  optimizer.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
+  loss: {{type: choice, choices: [pairwise, listnet]}}
+  optimizer.weight_decay: {{type: float, low: 0.0, high: 0.1}}
+enqueue:  # out of range on purpose: AdamW raises, so trial 0 crashes
+  - {{optimizer.lr: 1.0e-3, loss: pairwise, optimizer.weight_decay: -1.0}}
+threads_per_trial: 1
+train_overrides: [backbone=tiny_bert, data=jsonl, "data.source.path={data}", "data.source.fractions=[0.6,0.2,0.2]",
+                  trainer.max_steps=2, data.batch_size=4]
+"""
+
+
+def _tiny_setup(tmp_path: Path) -> None:
+    """30 graded lists (scores with ties, so pair accuracy and Kendall tau differ) and a sweep config."""
+    words = ["good", "great", "bad", "awful", "fine", "nice", "poor", "okay"]
+    with open(tmp_path / "lists.jsonl", "w") as f:
+        for i in range(30):
+            responses = [f"{words[(i + j) % 8]} {words[(3 * i + j) % 8]} item {j}" for j in range(4)]
+            f.write(json.dumps({"prompt": f"review {i}", "responses": responses, "scores": [3, 2, 2, 0]}) + "\n")
+    (tmp_path / "conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "conf" / "sweep" / "tiny.yaml").write_text(TINY_SWEEP.format(data=tmp_path / "lists.jsonl"))
+
+
+@pytest.mark.slow
+def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_path):
+    _tiny_setup(tmp_path)
+    r = _sweep_cli(tmp_path, "n_trials=3", sweep="tiny")
+    assert r.returncode == 0, r.stderr[-3000:]
+    crashed, *done = first = _trials(tmp_path, "tiny")
+    assert crashed.state == TrialState.FAIL and "Invalid weight_decay value: -1.0" in crashed.user_attrs["error"]
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 2
+    for t in done:
+        assert len(t.values) == 2 and t.values[0] == t.user_attrs["val"]["pair_acc"]
+        assert t.values[1] == t.user_attrs["val"]["kendall_tau"]
+        assert (tmp_path / "sw" / "trials" / str(t.number) / "metrics.json").is_file()
+        assert not (tmp_path / "sw" / "trials" / str(t.number) / "checkpoints").exists()
+
+    # Re-running resumes: n_trials is the total, two workers add the 2 missing trials.
+    r = _sweep_cli(tmp_path, "n_trials=5", "workers=2", sweep="tiny")
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = _trials(tmp_path, "tiny")
+    assert [(t.number, t.state, t.datetime_start) for t in trials[:3]] == [
+        (t.number, t.state, t.datetime_start) for t in first]
+    assert [t.number for t in trials] == list(range(5))
+    assert [t.state for t in trials[3:]] == [TrialState.COMPLETE] * 2
+    log = (tmp_path / "sw" / "sweep.log").read_text()
+    assert "[worker 0]" in log and "[worker 1]" in log
+
+    report = tmp_path / "sw" / "report.md"
+    for fig in ("history", "pareto", "params_val_pair_acc", "params_val_kendall_tau"):
+        assert f"figures/{fig}.png" in report.read_text()
+        assert (tmp_path / "sw" / "figures" / f"{fig}.png").stat().st_size > 0
+    report.unlink()
+    r = _sweep_cli(tmp_path, "report_only=true", sweep="tiny")
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = report.read_text()
+    assert "## Pareto front" in text and "Invalid weight_decay" in text and "## Parameter importances" in text
+    assert "| 4 | COMPLETE |" in text
