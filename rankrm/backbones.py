@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "gguf_file": None,
     "padding_side": "right",
     "head_bias": True,
+    "length_buckets": 1,
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Config fields that hold dropout probabilities, across BERT/ERNIE, Llama/Qwen2 and GPT-2.
@@ -167,7 +168,8 @@ def _head_dropout(config: Any) -> float:
 
 def _reward_model(backbone: torch.nn.Module, c: Mapping[str, Any]) -> RewardModel:
     return RewardModel(backbone, pooling=c["pooling"], head_bias=bool(c["head_bias"]),
-                       head_dropout=_head_dropout(backbone.config), backbone_name=c["name_or_path"])
+                       head_dropout=_head_dropout(backbone.config), backbone_name=c["name_or_path"],
+                       length_buckets=int(c["length_buckets"]))
 
 
 def _tiny_backbone(c: Mapping[str, Any], tokenizer: Any) -> torch.nn.Module:

@@ -58,10 +58,10 @@ def check_exportable(model: RewardModel) -> None:
         )
     if model.pooling == "last_token" and model.head.bias is not None:
         raise RankrmError("decoder heads in transformers have no bias: train with backbone.head_bias=false to export")
-    from transformers import AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as NAMES
 
     config = model.base_model.config
-    if type(config) not in AutoModelForSequenceClassification._model_mapping:
+    if config.model_type not in NAMES:
         raise RankrmError(f"transformers has no ForSequenceClassification class for model type '{config.model_type}'")
 
 

@@ -11,6 +11,12 @@ Pooling (`pooling=`):
 - `last_token`: hidden state of the last real token, found from the ATTENTION MASK, not from
   `pad_token_id`: left and right padding give the same score and pad == eos is safe. Position
   ids are derived from the mask too, so left padding does not shift the positions.
+With a pooling other than `pooler` the encoder's pooler is removed (unused weights would get
+no gradient, which DDP rejects).
+
+Head: `Linear(hidden, 1)`, with dropout before it as in BertForSequenceClassification
+(`classifier_dropout` or `hidden_dropout_prob`; 0 for decoders). Decoders use `head_bias=False`
+because transformers' decoder heads have no bias (export); ranking losses ignore a shift.
 
 Freeze modes (`set_freeze`): `full` trains everything; `head_only` freezes the backbone
 (including its pooler) and keeps it in eval mode so its features are deterministic;
@@ -55,6 +61,7 @@ class RewardModel(nn.Module):
         head_bias: bool = True,
         head_dropout: float = 0.0,
         backbone_name: str = "",
+        length_buckets: int = 1,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -70,6 +77,7 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         self.pooling = pooling
         self.backbone_name = backbone_name
+        self.length_buckets = int(length_buckets)
         self.freeze_mode = "full"
         config = backbone.config
         self.dropout = nn.Dropout(head_dropout)
@@ -100,6 +108,30 @@ class RewardModel(nn.Module):
         normalize: bool = True,
     ) -> torch.Tensor:
         """input_ids, attention_mask, token_type_ids: (N, T) -> scores (N,); normalised unless `normalize=False`."""
+        if self.length_buckets > 1 and input_ids.shape[0] >= 2 * self.length_buckets:
+            scores = self._score_bucketed(input_ids, attention_mask, token_type_ids)
+        else:
+            scores = self._score(input_ids, attention_mask, token_type_ids)
+        if normalize and (self.reward_mean, self.reward_std) != (0.0, 1.0):
+            scores = (scores - self.reward_mean) / self.reward_std
+        return scores
+
+    def _score_bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """Encode the N sequences sorted by length in `length_buckets` chunks, each cut to its own
+        longest row. Padding is masked, so the scores are the same; the padded compute is not:
+        the responses of one list differ in length, which batching whole lists cannot fix."""
+        order = attention_mask.sum(-1).argsort()  # (N,) shortest first
+        chunks = []
+        for idx in order.tensor_split(self.length_buckets):
+            keep = attention_mask[idx].bool().any(0)  # (T,) columns with a real token in this chunk
+            tt = None if token_type_ids is None else token_type_ids[idx][:, keep]
+            chunks.append(self._score(input_ids[idx][:, keep], attention_mask[idx][:, keep], tt))
+        return torch.cat(chunks)[order.argsort()]  # (N,) back in input order
+
+    def _score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """Raw scores (N,) of one padded block (N, T)."""
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -109,10 +141,7 @@ class RewardModel(nn.Module):
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, T)
         out = self.backbone(**kwargs)
         pooled = self._pool(out, attention_mask)  # (N, H)
-        scores = self.head(self.dropout(pooled)).squeeze(-1)  # (N, 1) -> (N,)
-        if normalize and (self.reward_mean, self.reward_std) != (0.0, 1.0):
-            scores = (scores - self.reward_mean) / self.reward_std
-        return scores
+        return self.head(self.dropout(pooled)).squeeze(-1)  # (N, 1) -> (N,)
 
     def _pool(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
         """Backbone output + mask (N, T) -> pooled features (N, H)."""

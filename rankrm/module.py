@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
 from rankrm.errors import RankrmError
+from rankrm.io import atomic_write_bytes
 from rankrm.losses import LOSSES
 from rankrm.metrics import RankingMetrics
 from rankrm.model import RewardModel
@@ -53,7 +56,9 @@ class RankRMModule(pl.LightningModule):
                  scheduler: Callable[..., LambdaLR] | None = None,
                  metric_cutoffs: tuple[int, ...] = (1, 3)) -> None:
         super().__init__()
-        self.model = model
+        # from_pretrained returns eval mode and Lightning never calls train(): without this a pretrained
+        # backbone would train with dropout silently off (backbone.dropout=0.0 turns it off on purpose).
+        self.model = model.train()
         self.loss_name = loss_name
         self.loss = loss_fn(loss_name)
         self.loss_kwargs = dict(loss_kwargs or {})
@@ -84,7 +89,9 @@ class RankRMModule(pl.LightningModule):
         rewards = self(batch)
         loss = self._loss(rewards, batch)
         self._check_finite(loss, "train", batch_idx)
-        self.sequences_encoded += batch["input_ids"].shape[0]
+        n = torch.tensor(batch["input_ids"].shape[0], device=self.sequences_encoded.device)
+        # Summed over DDP ranks every step, so the counter (and every checkpoint of it) is the global count.
+        self.sequences_encoded += self.trainer.strategy.reduce(n, reduce_op="sum") if self.trainer.world_size > 1 else n
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
         return loss
 
@@ -112,13 +119,68 @@ class RankRMModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test", self.test_metrics)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Dropout draws from the global RNG: without its state a resumed run would draw other masks.
+        # A plain tensor, so checkpoints still load with torch.load(weights_only=True).
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        # Where the train loader was in its epoch (Lightning saves it for loaders with a state_dict()).
+        self._loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
+            "combined_loader")
+
+    def on_train_start(self) -> None:
+        # Lightning hands the saved loader state only to a train loader built after the restore, but
+        # counting the steps for the LR schedule (configure_optimizers) builds it before: hand it over
+        # here, before the first batch is drawn, so a mid-epoch resume skips the batches already done.
+        states, self._loader_states = getattr(self, "_loader_states", None), None
+        loader = self.trainer.train_dataloader
+        if states and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(states[0])
+
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise RankrmError("no trainable parameters: check backbone.freeze")
-        optimizer = self.optimizer_factory(params=params)
-        if self.scheduler_factory is None:
+        try:  # torch checks its hyperparameters (lr, betas, weight_decay...): a bad one is a config error
+            optimizer = self.optimizer_factory(params=params)
+            scheduler = None if self.scheduler_factory is None else self.scheduler_factory(
+                optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        except (TypeError, ValueError) as e:
+            raise RankrmError(f"optimizer/scheduler config: {e}") from None
+        if scheduler is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer,
-                                           total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each .ckpt through `atomic_write_bytes`: a killed run never leaves a truncated checkpoint.
+
+    Lightning's own save stages the file in the system temp dir and moves it, which is a copy
+    (not atomic) when that dir is on another filesystem than the run dir.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+
+def load_weights(module: torch.nn.Module, ckpt_path: str) -> None:
+    """Load a Lightning checkpoint's weights safely (no pickled code is executed)."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+
+
+@torch.no_grad()
+def reference_stats(module: RankRMModule, loader: Any) -> tuple[float, float]:
+    """Mean and std of the model's raw scores over a reference set (for reward normalisation)."""
+    module.eval()
+    dev = next(module.model.parameters()).device
+    scores = [module.model(b["input_ids"].to(dev), b["attention_mask"].to(dev),
+                           None if b.get("token_type_ids") is None else b["token_type_ids"].to(dev),
+                           normalize=False) for b in loader]  # raw scores: never normalise twice
+    s = torch.cat(scores).float()  # (N_total,)
+    return s.mean().item(), s.std().clamp_min(1e-6).item()

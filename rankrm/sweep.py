@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,18 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate the composed config once (in the parent) and derive what the workers need."""
     objectives = parse_objectives(cfg["objectives"])
     space = parse_space(cfg["params"])
-    fixed = [str(o) for o in (cfg.get("base_overrides") or []) + (cfg.get("train_overrides") or [])]
+    model = [str(o) for o in (cfg.get("train_overrides") or []) + (cfg.get("extra_overrides") or [])]
+    fixed = [str(o) for o in cfg.get("base_overrides") or []] + model
     keys = {override_key(o) for o in fixed}
     for p in space:
         if p.name in keys:
-            raise RankrmError(f"params.{p.name} is also fixed in train_overrides/base_overrides: keep one")
+            raise RankrmError(f"params.{p.name} is also a fixed training override: keep one")
     if "hydra.run.dir" in keys:
         raise RankrmError("hydra.run.dir is set by the sweep (<dir>/trials/<number>): remove it from the overrides")
+    for params in cfg.get("enqueue") or []:
+        unknown = set(params) - {p.name for p in space}
+        if unknown:
+            raise RankrmError(f"enqueue: {sorted(unknown)} are not in params (a queued trial fixes searched params)")
     if int(cfg["n_trials"]) < 1 or int(cfg["workers"]) < 1:
         raise RankrmError("n_trials and workers must be >= 1")
     pruning = len(objectives) == 1 and str((cfg.get("pruner") or {}).get("name") or "none").lower() != "none"
@@ -52,14 +58,16 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = cfg.get("threads_per_trial") or max(1, cores // int(cfg["workers"]))
     sweep_dir = Path(cfg["dir"]).resolve()
-    return dict(cfg, objectives=objectives, space=space, fixed=fixed, pruning=pruning, sweep_dir=sweep_dir,
-                threads=None if "threads" in keys else int(threads),
+    return dict(cfg, objectives=objectives, space=space, fixed=fixed, model_overrides=model, pruning=pruning,
+                sweep_dir=sweep_dir,
+                threads=None if "threads" in keys | {p.name for p in space} else int(threads),
                 url=storage_url(cfg.get("storage"), sweep_dir),
                 command=[str(c) for c in cfg.get("command") or default_command()])
 
 
 def _child_command(s: dict[str, Any], trial: optuna.Trial, params: dict[str, Any], trial_dir: Path) -> list[str]:
-    """The full training command of one trial (params last, so they win over nothing: keys are disjoint)."""
+    """The training command of one trial: fixed overrides, sampled params (keys disjoint, see _settings),
+    threads, run dir, and the pruning callback when pruning is on."""
     cmd = [*s["command"], *s["fixed"], *to_overrides(params)]
     if s["threads"] is not None:
         cmd.append(f"threads={s['threads']}")
@@ -104,7 +112,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, s: dict[str, Any]) -> N
         return
     cmd = _child_command(s, trial, params, trial_dir)
     # What defines this model (base_overrides only make sweep runs quiet): `rankrm.train <these>` reproduces it.
-    trial.set_user_attr("overrides", [*(s.get("train_overrides") or []), *to_overrides(params)])
+    trial.set_user_attr("overrides", [*s["model_overrides"], *to_overrides(params)])
     log.info("trial %d: %s", trial.number, " ".join(to_overrides(params)))
     storage = study._storage
     beat = None
@@ -130,8 +138,19 @@ def run_worker(s: dict[str, Any], index: int = 0) -> int:
         die_with_parent()
         logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][worker {index}][%(levelname)s] %(message)s",
                             handlers=[logging.StreamHandler(), logging.FileHandler(s["sweep_dir"] / "sweep.log")])
-    signal.signal(signal.SIGTERM, _sigterm)
+    if threading.current_thread() is not threading.main_thread():
+        return _work(s, index)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return _work(s, index)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _work(s: dict[str, Any], index: int) -> int:
+    """The worker loop: re-queue dead trials, check the budget, ask, run, tell."""
     study = optuna.load_study(study_name=s["study_name"], storage=open_storage(s["url"], s["heartbeat_s"]),
+                              sampler=build_sampler(s["sampler"], int(s["seed"])),
                               pruner=build_pruner(s["pruner"] if s["pruning"] else None))
     done = 0
     log.info("worker %d (pid %d) joined study %r", index, os.getpid(), s["study_name"])
@@ -140,12 +159,13 @@ def run_worker(s: dict[str, Any], index: int = 0) -> int:
         if budget_left(study, int(s["n_trials"])) <= 0:
             log.info("worker %d: study has its %s trials; ran %d here", index, s["n_trials"], done)
             return done
-        # A fresh sampler seeded by the trial count: the sweep replays identically from its seed,
-        # also across restarts, and parallel workers never share a random stream.
-        study.sampler = build_sampler(s["sampler"], int(s["seed"]) + len(study.get_trials(deepcopy=False)))
         with warnings.catch_warnings():  # we do record heartbeats ourselves, around the subprocess
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()
+        # Params are drawn lazily at suggest time, so a sampler seeded by the (unique) trial number
+        # set now draws them: a sweep replays from its seed, also when resumed, and parallel
+        # workers (on any host) never share a random stream.
+        study.sampler = build_sampler(s["sampler"], int(s["seed"]) + trial.number)
         _run_trial(study, trial, s)
         done += 1
 

@@ -88,9 +88,10 @@ def _front(study: optuna.Study, objectives: list[Objective], params: list[str]) 
     best = study.best_trials  # the Pareto front; for one objective, the best trial(s)
     if not best:
         return ["No completed trial yet."]
-    title = "Pareto front" if len(objectives) > 1 else "Best trial"
+    lead = (f"{len(best)} trial(s) that no other trial beats on every objective." if len(objectives) > 1
+            else f"{len(best)} trial(s) with the best value.")
     rows = [[t.number, *t.values, *(t.params.get(p) for p in params)] for t in sorted(best, key=lambda t: t.number)]
-    return [f"{title}: {len(best)} trial(s), none dominated by another.", ""] + _table(
+    return [lead, ""] + _table(
         ["#", *(o.metric for o in objectives), *params], rows)
 
 
@@ -120,7 +121,7 @@ def importances(study: optuna.Study, index: int) -> tuple[dict[str, float], str 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imp = optuna.importance.get_param_importances(study, target=lambda t: t.values[index])
-    except (ValueError, RuntimeError, ZeroDivisionError) as e:
+    except (ValueError, RuntimeError, ZeroDivisionError, ImportError) as e:  # Optuna < 5: fANOVA needs sklearn
         return {}, f"not computable: {e}"
     if not imp:
         return {}, "no param was sampled in every completed trial"

@@ -7,6 +7,7 @@ enqueued, so a killed sweep loses nothing it completed and still reaches `n_tria
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -43,8 +44,11 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {}
     if heartbeat_s:
-        kwargs = dict(heartbeat_interval=int(heartbeat_s), grace_period=4 * int(heartbeat_s),
-                      heartbeat_stale_trial_callback=lambda study, t: requeue(study, t, "no heartbeat"))
+        # Optuna < 4.9 names the callback argument failed_trial_callback.
+        arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
+               in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
+        kwargs = {"heartbeat_interval": int(heartbeat_s), "grace_period": 4 * int(heartbeat_s),
+                  arg: lambda study, t: requeue(study, t, "no heartbeat")}
     # sqlite: wait for the file lock instead of failing when several workers write at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     try:
@@ -116,7 +120,8 @@ def retried(trials: list[FrozenTrial]) -> dict[int, int]:
 
 def budget_left(study: optuna.Study, n_trials: int) -> int:
     """Trials still to start: n_trials minus running and finished ones (n_trials is the study
-    total); a dead trial that was re-queued does not count, its retry does."""
+    total); a dead trial that was re-queued does not count, its retry does. Workers that check at
+    the same moment may both start one (as with Optuna's MaxTrialsCallback): at most workers-1 extra."""
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
     used = sum(t.state == TrialState.RUNNING or (t.state in FINISHED and t.number not in again) for t in trials)

@@ -11,6 +11,7 @@ import ctypes
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -55,7 +56,8 @@ def run_child(cmd: Sequence[str], trial_dir: Path, timeout_s: float | None = Non
     """Run `cmd` with stdout/stderr in `trial_dir`; call `beat()` every `beat_every_s` while it runs.
     On KeyboardInterrupt/SystemExit in the worker the child is terminated and the exception re-raised."""
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    (trial_dir / "metrics.json").unlink(missing_ok=True)  # a leftover (dir reused by a new study) must not count
+    (trial_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(trial_dir / "stdout.txt", "wb") as out, open(trial_dir / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL,

@@ -1,7 +1,10 @@
 """Train a reward model on ranked lists: `python -m rankrm.train [group=option ...] [key=value ...]`.
 
-Glue only: data, model, module, trainer are built from the Hydra config; the result is
-`<run dir>/metrics.json`, checkpoints, and `<run dir>/model/` (a transformers export).
+Glue only. Cheap checks come first, before torch / Lightning / transformers load: config value
+types (`check_config`), the loss and its kwargs, and every record of the data files, so a typo
+or a bad line fails in about a second. Then data, model, module and trainer are built from the
+Hydra config. The result is `<run dir>/metrics.json`, checkpoints, and `<run dir>/model/` (a
+transformers export), written once (rank 0) and atomically.
 """
 
 from __future__ import annotations
@@ -12,40 +15,87 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizer threads fight torch's on small CPUs
 
 import hydra
-import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from rankrm.errors import RankrmError
 from rankrm.io import atomic_write_json
 
 log = logging.getLogger("rankrm")
+Check = tuple[str, Callable[[Any], bool]]  # (what the value must be, test)
 
 
-class _DropNoise(logging.Filter):
-    """Lightning advertises a cloud logger at every start; keep the console to what the run did."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+def _int(lo: int, null: bool = False) -> Check:
+    return (("null or " if null else "") + f"an integer >= {lo}",
+            lambda v: (null and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= lo))
 
 
-def _quiet_logging() -> None:
-    # Lightning has its own console handler; without this Hydra's root handler prints each line twice.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        logger.propagate = False
-        for h in logger.handlers:
-            h.addFilter(_DropNoise())
-    warnings.filterwarnings("ignore", message=".*treespec.*")  # lightning 2.6 vs torch 2.13 deprecation
+def _num(lo: float, hi: float | None = None, null: bool = False) -> Check:
+    what = f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}"
+    return (("null or " if null else "") + what, lambda v: (null and v is None) or (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= (hi if hi is not None else v)))
 
 
-def _instantiate_dict(group: DictConfig | None) -> list[Any]:
-    """Callbacks / loggers: a dict of name -> config; null entries switch one off."""
-    return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None]
+_BOOL: Check = ("true or false", lambda v: isinstance(v, bool))
+_DETERMINISTIC: Check = ("true, false or warn", lambda v: isinstance(v, bool) or v == "warn")
+_BATCHES: Check = ("null, a fraction in [0, 1] or a number of batches >= 0", lambda v: v is None or (
+    isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1))
+# Config values checked before anything is built (keys absent from the config are skipped).
+CHECKS: dict[str, Check] = {
+    "seed": _int(0), "threads": _int(1, null=True), "resume": _BOOL, "test": _BOOL, "export": _BOOL,
+    "trainer.max_epochs": _int(-1, null=True), "trainer.max_steps": _int(-1),
+    "trainer.accumulate_grad_batches": _int(1), "trainer.log_every_n_steps": _int(1),
+    "trainer.check_val_every_n_epoch": _int(1, null=True), "trainer.num_sanity_val_steps": _int(-1),
+    "trainer.gradient_clip_val": _num(0, null=True), "trainer.deterministic": _DETERMINISTIC,
+    "trainer.val_check_interval": _BATCHES, "trainer.limit_train_batches": _BATCHES,
+    "trainer.limit_val_batches": _BATCHES, "trainer.limit_test_batches": _BATCHES,
+    "data.batch_size": _int(1), "data.max_tokens": _int(1, null=True), "data.max_length": _int(1, null=True),
+    "data.num_workers": _int(0), "data.skip_invalid": _BOOL, "data.length_grouping": _BOOL,
+    "data.as_pairs": _BOOL, "data.limit_train": _int(1, null=True), "data.limit_val": _int(1, null=True),
+    "data.limit_test": _int(1, null=True), "optimizer.lr": _num(0), "scheduler.warmup_ratio": _num(0, 1),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise RankrmError for the first value of CHECKS with a wrong type or range, naming key and rule."""
+    for key, (what, ok) in CHECKS.items():
+        value = OmegaConf.select(cfg, key, default=KeyError)
+        if value is not KeyError and not ok(value):
+            raise RankrmError(f"{key}={value!r} is invalid: it must be {what}")
+    metrics = cfg.get("metric_cutoffs") or []
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in metrics):
+        raise RankrmError(f"metric_cutoffs={list(metrics)} is invalid: it must be a list of integers >= 1")
+
+
+def check_loss(loss_cfg: DictConfig) -> None:
+    """The loss name and kwargs, tried on a one-list batch: a bad kwarg fails here, not at step 1."""
+    import torch
+
+    from rankrm.losses import LOSSES
+
+    if loss_cfg.name not in LOSSES:
+        raise RankrmError(f"loss.name={loss_cfg.name!r} is unknown; choices: {', '.join(sorted(LOSSES))}")
+    kwargs = OmegaConf.to_container(loss_cfg.get("kwargs") or {}, resolve=True)
+    try:
+        LOSSES[loss_cfg.name](torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool),
+                              **kwargs)
+    except TypeError as e:  # an unknown kwarg or a value of the wrong type (bad values raise RankrmError)
+        raise RankrmError(f"loss.kwargs for loss {loss_cfg.name!r}: {e}") from None
+
+
+def _read_data(cfg: DictConfig) -> Any:
+    """Read and validate every record now (no tokenizer needed); the data module reuses the lists."""
+    from rankrm.data.sources import read_source
+
+    if cfg.data.get("source") is None:
+        raise RankrmError("data.source is missing: pick a data config (data=jsonl, data=vader, ...)")
+    source = OmegaConf.to_container(cfg.data.source, resolve=True)
+    return read_source(source, int(cfg.seed), bool(cfg.data.get("skip_invalid", False)))
 
 
 def _resume_path(cfg: DictConfig) -> str | None:
@@ -57,14 +107,40 @@ def _resume_path(cfg: DictConfig) -> str | None:
     return str(last)
 
 
-def load_weights(module: torch.nn.Module, ckpt_path: str) -> None:
-    """Load a Lightning checkpoint's weights safely (no pickled code is executed)."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"])
+def _build(node: Any, group: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate` for a config group: a constructor refusing its arguments is a config error."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, RankrmError):
+            raise cause from None
+        if isinstance(cause, (TypeError, ValueError, MisconfigurationException)) or cause is None:
+            raise RankrmError(f"{group}: {cause or e}") from None
+        raise
+
+
+def _build_dict(group: DictConfig | None, name: str) -> list[Any]:
+    """Callbacks / loggers: a dict of name -> config; null entries switch one off."""
+    return [_build(c, f"{name}.{k}") for k, c in (group or {}).items() if c is not None]
+
+
+def _quiet_logging() -> None:
+    # Lightning has its own console handler; without this Hydra's root handler prints each line twice.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        for h in logger.handlers:
+            h.addFilter(lambda r: "litlogger" not in r.getMessage())  # the cloud-logger advert at every start
+    warnings.filterwarnings("ignore", message=".*treespec.*")  # lightning 2.6 vs torch 2.13 deprecation
 
 
 def _final_metrics(trainer: Any, module: Any, dm: Any, cfg: DictConfig) -> dict[str, Any]:
     """Validate (and test) the best checkpoint; returns {"val": {...}, "test": {...}}."""
+    from rankrm.module import load_weights
+
     ckpt = trainer.checkpoint_callback
     best = ckpt.best_model_path if ckpt is not None else ""
     if best:
@@ -77,23 +153,20 @@ def _final_metrics(trainer: Any, module: Any, dm: Any, cfg: DictConfig) -> dict[
     return out
 
 
-@torch.no_grad()
-def reference_stats(module: Any, loader: Any) -> tuple[float, float]:
-    """Mean and std of the model's scores over a reference set (for reward normalisation)."""
-    module.eval()
-    scores = [module.model(b["input_ids"], b["attention_mask"], b.get("token_type_ids")) for b in loader]
-    s = torch.cat(scores).float()  # (N_total,)
-    return s.mean().item(), s.std().clamp_min(1e-6).item()
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and export one reward model; returns the content of metrics.json."""
-    import lightning.pytorch as pl  # heavy imports after config errors had their chance
+    start = time.time()
+    check_config(cfg)
+    check_loss(cfg.loss)
+    data = _read_data(cfg)
+    ckpt_path = _resume_path(cfg)
+
+    import lightning.pytorch as pl  # heavy imports after config and data errors had their chance
+    import torch
 
     from rankrm.backbones import build_reward_model
-    from rankrm.module import RankRMModule
+    from rankrm.module import AtomicCheckpointIO, RankRMModule, reference_stats
 
-    start = time.time()
     _quiet_logging()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -101,7 +174,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
 
     model, tokenizer = build_reward_model(cfg.backbone)
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    dm = _build(cfg.data, "data", tokenizer=tokenizer, seed=cfg.seed, preread=data)
+    dm.setup("fit")  # tokenise now: a data set emptied by the length filter fails before the trainer starts
     module = RankRMModule(model, cfg.loss.name, OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
                           optimizer=hydra.utils.instantiate(cfg.optimizer),
                           scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
@@ -110,20 +184,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
     log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
 
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")),
-                                      logger=_instantiate_dict(cfg.get("logger")) or False,
-                                      default_root_dir=str(out_dir))
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg))
+    callbacks = _build_dict(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_checkpointing", True):  # Lightning would refuse the checkpoint callbacks
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
+    trainer = _build(cfg.trainer, "trainer", callbacks=callbacks,
+                     logger=_build_dict(cfg.get("logger"), "logger") or False, default_root_dir=str(out_dir),
+                     plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
     metrics = _final_metrics(trainer, module, dm, cfg)
 
     if cfg.backbone.get("normalize_rewards"):
-        mean, std = reference_stats(module, dm.val_dataloader())
+        from torch.utils.data import DataLoader
+
+        val = DataLoader(dm.datasets["val"], batch_sampler=dm.sampler("val"), collate_fn=dm.collator)  # all of val, every rank
+        mean, std = reference_stats(module, val)
         module.model.set_reward_norm(mean, std)
         metrics["reward_norm"] = {"mean": mean, "std": std, "reference": "val"}
     metrics.update(
-        data=getattr(dm, "stats", {}), params={"total": n_all, "trainable": n_train},
-        train={"global_steps": trainer.global_step, "epochs": trainer.current_epoch,
-               "sequences_encoded": int(module.sequences_encoded)},
+        data=dm.stats, params={"total": n_all, "trainable": n_train},
+        train={"global_steps": trainer.global_step, "epochs": trainer.current_epoch, "sequences_encoded": encoded,
+               "world_size": trainer.world_size},
         wall_time_s=round(time.time() - start, 2))
     if trainer.is_global_zero:
         metrics["export"] = _export(cfg, module, tokenizer, out_dir)

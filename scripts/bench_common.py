@@ -1,8 +1,10 @@
 """Shared helpers of the benchmark scripts (`bench_trl.py`, `bench_overhead.py`, `bench_ddp.py`).
 
-The orchestrating parent imports nothing heavy (no torch): every measured system runs in its own
-child process, and the child's peak RSS is read from `os.wait4`, so it is that system's own
-memory high-water mark and not the parent's. Helpers that need torch import it inside.
+Every measured system runs in its own child process; its peak RSS comes from `os.wait4`. A
+spawned child's ru_maxrss starts from the parent's RSS (vfork + exec), so the orchestrating
+parent imports nothing heavy (no torch, ~20 MB): the figure is then the child's own peak. Each
+child also reports VmHWM (`peak_rss_rank_mb`, per address space). Torch/Lightning are imported
+inside the helpers that need them, which only children call.
 """
 
 from __future__ import annotations
@@ -38,14 +40,13 @@ def machine_info(threads: int) -> dict[str, Any]:
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(threads: int) -> dict[str, str]:
     """Offline, `threads` intra-op threads, and `scripts/` importable (Hydra `_target_: bench_common...`)."""
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads),
                 "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")) if p)
-    env.update(extra or {})
     return env
 
 
@@ -58,24 +59,19 @@ class ChildRun:
 
 
 def run_child(cmd: Sequence[str], log: Path, env: dict[str, str], timeout_s: float = 3600) -> ChildRun:
-    """Run `cmd` to completion; output goes to `log` (no pipe to drain while we block in wait4)."""
+    """Run `cmd` to completion, output to `log` (no pipe to drain while we block in wait4)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        deadline = start + timeout_s
-        while True:  # poll wait4 so a hung child cannot hang the benchmark
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        while not pid:  # poll, so a hung child cannot hang the benchmark
+            if time.perf_counter() - start > timeout_s:
                 proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
             time.sleep(0.05)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in KiB on Linux.
-    return ChildRun(proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024, log)
+    return ChildRun(proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024, log)  # KiB on Linux
 
 
 def run_worker(script: str, spec: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
@@ -87,10 +83,15 @@ def run_worker(script: str, spec: dict[str, Any], workdir: Path, threads: int) -
     result_path.unlink(missing_ok=True)
     run = run_child([sys.executable, str(SCRIPTS / script), "--worker", str(spec_path)],
                     workdir / f"{name}.log", child_env(threads))
-    if run.returncode != 0 or not result_path.is_file():
+    return read_result(run, result_path, name)
+
+
+def read_result(run: ChildRun, path: Path, name: str) -> dict[str, Any]:
+    """The JSON a child wrote, plus its wall time and peak RSS; a failed child shows its log's end."""
+    if run.returncode != 0 or not path.is_file():
         tail = run.log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"worker {name} failed (exit {run.returncode}); log {run.log}:\n{tail}")
-    result = json.loads(result_path.read_text())
+        raise RuntimeError(f"{name} failed (exit {run.returncode}); log {run.log}:\n{tail}")
+    result = json.loads(path.read_text())
     result.update(process_wall_s=round(run.wall_s, 2), peak_rss_mb=round(run.peak_rss_mb, 1))
     return result
 
@@ -106,14 +107,10 @@ def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
+def fmt(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return "-" if value is None else str(value)
 
 
 def markdown_table(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -142,21 +139,7 @@ def load_line(info: dict[str, Any]) -> str:
             f"{la[0]}/{la[1]}/{la[2]} (1/5/15 min) at {info['time']}; figures measured under load are noisy")
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
-
-
 # ---------------------------------------------------------------- data: the same lists for every system
-
-def write_lists(path: Path, lists: Sequence[Any]) -> None:
-    """rankrm's list JSONL (`responses` best first + `scores`), read by both rankrm and the TRL worker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for rl in lists:
-            f.write(json.dumps({"responses": list(rl.responses), "scores": list(rl.labels)}, ensure_ascii=False) + "\n")
-
 
 def read_lists(path: str | Path) -> list[Any]:
     """RankedLists from a list JSONL, through rankrm's own reader."""
@@ -185,56 +168,25 @@ def prepare_vader_lists(data_dir: str, k: int, n_train: int, n_val: int, seed: i
                          f"{len(splits['val'])} val lists; asked for {n_train} / {n_val}")
     rng = random.Random(f"bench:{seed}:{k}")
     chosen = {"train": rng.sample(splits["train"], n_train), "val": rng.sample(splits["val"], n_val)}
-    paths = {s: outdir / f"{s}.jsonl" for s in ("train", "val")}
-    for s, p in paths.items():
-        write_lists(p, chosen[s])
-    return {"train": str(paths["train"]), "val": str(paths["val"]), "test": str(paths["val"])}
-
-
-def expand_pairs(lists: Sequence[Any]) -> tuple[list[str], list[str]]:
-    """Every strictly ordered pair of every list, as TRL wants them: (chosen texts, rejected texts)."""
-    chosen: list[str] = []
-    rejected: list[str] = []
-    for rl in lists:
-        for i, li in enumerate(rl.labels):
-            for j, lj in enumerate(rl.labels):
-                if li > lj:
-                    chosen.append(rl.responses[i])
-                    rejected.append(rl.responses[j])
-    return chosen, rejected
+    outdir.mkdir(parents=True, exist_ok=True)
+    for split, lists in chosen.items():  # rankrm's list JSONL: responses best first + scores
+        rows = [json.dumps({"responses": list(rl.responses), "scores": list(rl.labels)}) for rl in lists]
+        (outdir / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return {"train": str(outdir / "train.jsonl"), "val": str(outdir / "val.jsonl"), "test": str(outdir / "val.jsonl")}
 
 
 # ---------------------------------------------------------------- measurement inside a worker
 
-def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
-    """TRL's starting model: rankrm's backbone config, built as the rankrm runner builds it
-    (same seed, so the same head init), as a transformers ForSequenceClassification."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from rankrm.backbones import build_reward_model
-    from rankrm.export import to_hf_classifier
-
-    torch.manual_seed(seed)  # the runner's seed_everything(seed) comes right before its build too
-    model, tokenizer = build_reward_model(OmegaConf.load(REPO / "conf" / "backbone" / f"{backbone}.yaml"))
-    return to_hf_classifier(model, tokenizer).train(), tokenizer
-
-
 class PaddingCounter:
-    """Wraps a collator (or is fed masks) and counts real vs padded token slots."""
+    """Real vs padded token slots over the attention masks it is fed."""
 
-    def __init__(self, inner: Callable[[Any], Any] | None = None) -> None:
-        self.inner, self.real, self.total, self.batches = inner, 0, 0, 0
+    def __init__(self) -> None:
+        self.real, self.total, self.batches = 0, 0, 0
 
     def count(self, attention_mask: Any) -> None:
         self.real += int(attention_mask.sum())
         self.total += attention_mask.numel()
         self.batches += 1
-
-    def __call__(self, examples: Any) -> Any:
-        out = self.inner(examples)  # type: ignore[misc]
-        self.count(out["attention_mask"])
-        return out
 
     @property
     def pad_share(self) -> float:
@@ -290,60 +242,65 @@ def rankrm_val_scorer(module: Any, tokenizer: Any, max_length: int | None) -> Ca
     return score_lists
 
 
+class FitStats:
+    """What a training run saw and how long it took; fed by the probe's hooks (plain Python)."""
+
+    def __init__(self) -> None:
+        self.built = self.fit_start = self.step_start = time.perf_counter()
+        self.pad, self.step_s = PaddingCounter(), []
+        self.examples = self.pairs = self.sequences = 0
+
+    def batch_start(self, batch: dict) -> None:
+        from rankrm.pairs import pair_mask
+
+        self.step_start = time.perf_counter()
+        self.pad.count(batch["attention_mask"])
+        self.examples += batch["mask"].shape[0]
+        self.sequences += batch["input_ids"].shape[0]
+        self.pairs += int(pair_mask(batch["labels"], batch["mask"]).sum())
+
+    def result(self, trainer: Any) -> dict[str, Any]:
+        end, train = time.perf_counter(), trainer.datamodule.stats.get("train", {})
+        return {"train_s": end - self.built, "fit_loop_s": end - self.fit_start, "examples": self.examples,
+                "pairs": self.pairs, "sequences": self.sequences, "pad_share": self.pad.pad_share,
+                "batches": self.pad.batches, "steps": trainer.global_step,
+                "first_step_s": self.step_s[0] if self.step_s else None,
+                "median_step_s": statistics.median(self.step_s) if self.step_s else None,
+                "world_size": trainer.world_size, "rank": trainer.global_rank, "train_lists": train.get("lists"),
+                "overlong_filtered": train.get("overlong_filtered"), "peak_rss_rank_mb": vm_hwm_mb()}
+
+
 def make_probe(out: str, val_file: str | None = None, max_length: int | None = None) -> Any:
     """Hydra `_target_` for a Lightning callback that times the fit and counts what it saw.
 
     Built when the runner instantiates callbacks, i.e. after the model, right before the
     Trainer: the window [probe built, train end] covers Trainer construction, data setup
     (reading + tokenising) and the fit loop. On train end, rank 0 scores `val_file` (if given)
-    and writes `out` (JSON).
+    and writes `out`; rank r > 0 writes `out.rank<r>` (DDP). Lightning is imported here, not at
+    the top: the orchestrating parent must stay small (see the module docstring).
     """
     import lightning.pytorch as pl
-    import torch
 
-    from rankrm.pairs import pair_mask
+    stats = FitStats()
 
     class BenchProbe(pl.Callback):
-        def __init__(self) -> None:
-            self.built = time.perf_counter()
-            self.fit_start = self.built
-            self.pad = PaddingCounter()
-            self.examples = self.pairs = self.sequences = 0
-            self.step_start, self.step_s = self.built, []
-
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            self.step_s.append(time.perf_counter() - self.step_start)
-
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            self.fit_start = time.perf_counter()
+            stats.fit_start = time.perf_counter()
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            self.step_start = time.perf_counter()
-            self.pad.count(batch["attention_mask"])
-            self.examples += batch["mask"].shape[0]
-            self.sequences += batch["input_ids"].shape[0]
-            self.pairs += int(pair_mask(batch["labels"], batch["mask"]).sum())
+            stats.batch_start(batch)
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            stats.step_s.append(time.perf_counter() - stats.step_start)
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            end = time.perf_counter()
-            dm = trainer.datamodule
-            res = {"train_s": end - self.built, "fit_loop_s": end - self.fit_start,
-                   "examples": self.examples, "pairs": self.pairs, "sequences": self.sequences,
-                   "pad_share": self.pad.pad_share, "batches": self.pad.batches, "steps": trainer.global_step,
-                   "first_step_s": self.step_s[0] if self.step_s else None,
-                   "median_step_s": statistics.median(self.step_s) if self.step_s else None,
-                   "world_size": trainer.world_size, "rank": trainer.global_rank,
-                   "overlong_filtered": dm.stats.get("train", {}).get("overlong_filtered"),
-                   "peak_rss_rank_mb": vm_hwm_mb()}
+            res = stats.result(trainer)
             if val_file and trainer.is_global_zero:
-                was_training = pl_module.training
                 pl_module.eval()
-                scorer = rankrm_val_scorer(pl_module, dm.tokenizer, max_length)
-                with torch.no_grad():
-                    res.update({f"val_{k}": v for k, v in evaluate_lists(scorer, read_lists(val_file)).items()})
-                pl_module.train(was_training)
-            if trainer.is_global_zero:
-                Path(out).write_text(json.dumps(res, indent=2))
+                scorer = rankrm_val_scorer(pl_module, trainer.datamodule.tokenizer, max_length)
+                res.update({f"val_{k}": v for k, v in evaluate_lists(scorer, read_lists(val_file)).items()})
+                pl_module.train()
+            Path(out if trainer.is_global_zero else f"{out}.rank{trainer.global_rank}").write_text(json.dumps(res))
 
     return BenchProbe()
 
@@ -367,10 +324,4 @@ def run_rankrm_cli(name: str, overrides: Sequence[str], workdir: Path, threads: 
            "+callbacks.bench_probe._target_=bench_common.make_probe", f"+callbacks.bench_probe.out={probe}"]
     if val_file:
         cmd += [f"+callbacks.bench_probe.val_file={val_file}", f"+callbacks.bench_probe.max_length={max_length}"]
-    run = run_child(cmd, workdir / f"{name}.log", child_env(threads))
-    if run.returncode != 0 or not probe.is_file():
-        tail = run.log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"rankrm run {name} failed (exit {run.returncode}); log {run.log}:\n{tail}")
-    result = json.loads(probe.read_text())
-    result.update(process_wall_s=round(run.wall_s, 2), peak_rss_mb=round(run.peak_rss_mb, 1))
-    return result
+    return read_result(run_child(cmd, workdir / f"{name}.log", child_env(threads)), probe, name)

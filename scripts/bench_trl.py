@@ -17,6 +17,9 @@ Parity settings on the TRL side, each a deviation from a TRL default that would 
 make the comparison unfair: fp32 (TRL defaults to bf16 autocast), no gradient checkpointing
 (TRL defaults to on, ~20% slower; rankrm does not checkpoint), no checkpoint saving (neither
 side saves), warmup 10% + linear decay, weight decay 0.01, grad clip 1.0 (rankrm's defaults).
+Dropout is off on both sides (TRL's default `disable_dropout=True`; rankrm `backbone.dropout=0.0`),
+and both start from the same weights (rankrm's backbone built with the same seed, exported with
+`rankrm.export.to_hf_classifier` for TRL).
 
 Full-size measurement (a quiet machine, ~1-2 h on 2 cores):
 
@@ -33,13 +36,15 @@ accuracy no worse, peak RSS no higher.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
 from math import comb
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
@@ -103,7 +108,7 @@ def rankrm_overrides(spec: dict[str, Any]) -> list[str]:
     batch = spec["lists_per_batch"] * (spec["pairs_per_list"] if pairs else 1)
     return [f"backbone={spec['backbone']}", f"loss={'pairwise' if pairs else 'ranklist'}", "data=jsonl",
             f"data.source.train={spec['train']}", f"data.source.val={spec['val']}", f"data.source.test={spec['test']}",
-            f"seed={spec['seed']}",
+            f"seed={spec['seed']}", "backbone.dropout=0.0",
             f"data.as_pairs={str(pairs).lower()}", f"data.batch_size={batch}",
             f"data.max_length={spec['max_length']}", f"optimizer.lr={spec['lr']}"]
 
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args.worker)
+    if "trl" in args.systems and importlib.util.find_spec("trl") is None:
+        raise SystemExit("TRL is not installed: pip install -e '.[bench]' (or --systems rankrm_ranklist rankrm_pairwise)")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_trl_"))
     info = bc.machine_info(args.threads)
     rows: list[dict[str, Any]] = []
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in k_rows:
             r["speedup_vs_trl"] = r["lists_per_s"] / trl["lists_per_s"] if trl else None
         rows += k_rows
-    info["loadavg_after"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     md = "\n\n".join([f"## rankrm vs TRL RewardTrainer ({args.backbone}, max_length {args.max_length}, "
                       f"{args.train_lists} train / {args.val_lists} val lists, {args.lists_per_batch} lists "
                       f"per batch, medians of {args.repeats})", bc.markdown_table(rows, COLUMNS),
@@ -143,6 +150,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- worker side (child process)
+
+def expand_pairs(lists: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """Every strictly ordered pair of every list, as TRL wants them: (chosen texts, rejected texts)."""
+    chosen: list[str] = []
+    rejected: list[str] = []
+    for rl in lists:
+        for i, li in enumerate(rl.labels):
+            for j, lj in enumerate(rl.labels):
+                if li > lj:
+                    chosen.append(rl.responses[i])
+                    rejected.append(rl.responses[j])
+    return chosen, rejected
+
+
+def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
+    """TRL's starting model: rankrm's backbone config, built as the rankrm runner builds it
+    (same seed, so the same head init), as a transformers ForSequenceClassification."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from rankrm.backbones import build_reward_model
+    from rankrm.export import to_hf_classifier
+
+    torch.manual_seed(seed)  # the runner's seed_everything(seed) comes right before its build too
+    model, tokenizer = build_reward_model(OmegaConf.load(bc.REPO / "conf" / "backbone" / f"{backbone}.yaml"))
+    return to_hf_classifier(model, tokenizer).train(), tokenizer
+
+
 
 def worker_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
@@ -161,11 +196,17 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     train_lists = bc.read_lists(spec["train"])
-    chosen, rejected = bc.expand_pairs(train_lists)
-    model, tok = bc.hf_reward_model(spec["backbone"], spec["seed"])
+    chosen, rejected = expand_pairs(train_lists)
+    model, tok = hf_reward_model(spec["backbone"], spec["seed"])
     if tok.eos_token is None:  # TRL appends eos to every text; a BERT tokenizer has none
         tok.eos_token = tok.sep_token
-    collator = bc.PaddingCounter(DataCollatorForPreference(pad_token_id=tok.pad_token_id))
+    padding, pad_collate = bc.PaddingCounter(), DataCollatorForPreference(pad_token_id=tok.pad_token_id)
+
+    def collator(examples: list[dict]) -> dict:  # TRL's own collator, counting padded slots
+        batch = pad_collate(examples)
+        padding.count(batch["attention_mask"])
+        return batch
+
     config = RewardConfig(
         output_dir=str(Path(spec["workdir"]) / f"{spec['name']}_out"), seed=spec["seed"],
         per_device_train_batch_size=spec["lists_per_batch"] * spec["pairs_per_list"],
@@ -191,8 +232,8 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     metrics = bc.evaluate_lists(score, bc.read_lists(spec["val"]))
     return {"train_s": train_s, "fit_loop_s": fit_loop_s, "pairs": kept,
             "pairs_dropped_by_max_length": len(chosen) - kept, "peak_rss_rank_mb": bc.vm_hwm_mb(),
-            "steps": int(trainer.state.global_step), "pad_share": collator.pad_share,
-            "val_pair_acc": metrics["pair_acc"], "val_kendall_tau": metrics["kendall_tau"]}
+            "steps": int(trainer.state.global_step), "pad_share": padding.pad_share,
+            **{f"val_{k}": v for k, v in metrics.items()}}
 
 
 if __name__ == "__main__":

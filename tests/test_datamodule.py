@@ -66,11 +66,19 @@ def test_token_budget_batches() -> None:
 
 
 def test_ddp_ranks_split_the_epoch_evenly() -> None:
-    full = ListBatchSampler(_sizes(), batch_size=4, seed=3).epoch_batches()
+    # Step s of 3 ranks x 4 lists holds exactly batch s of one process with 12 lists per batch.
+    one = ListBatchSampler(_sizes(), batch_size=12, seed=3).epoch_batches()
     ranks = [list(ListBatchSampler(_sizes(), batch_size=4, seed=3, num_replicas=3, rank=r)) for r in range(3)]
     assert [len(r) for r in ranks] == [4, 4, 4] == [len(ListBatchSampler(_sizes(), 4, num_replicas=3, rank=0))] * 3
-    seen = [b for r in ranks for b in r]
-    assert all(b in seen for b in full) and len(seen) == 12  # 10 batches + 2 wrapped around
+    for s, batch in enumerate(one):
+        if len(batch) == 12:
+            assert [i for r in ranks for i in r[s]] == batch and all(len(r[s]) == 4 for r in ranks)
+        else:  # 37 = 3 * 12 + 1: the list left over goes to one rank, the others wrap around
+            assert batch in [r[s] for r in ranks]
+    assert sorted({i for r in ranks for b in r for i in b}) == list(range(37))
+    budget = [list(ListBatchSampler(_sizes(), max_tokens=120, seed=3, num_replicas=2, rank=r)) for r in range(2)]
+    full = ListBatchSampler(_sizes(), max_tokens=120, seed=3).epoch_batches()
+    assert [b for pair in zip(*budget) for b in pair][:len(full)] == full  # token budgets: R batches per step
 
 
 def _dm(tok, path: Path, **kw) -> RankDataModule:

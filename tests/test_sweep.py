@@ -13,12 +13,15 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from rankrm.errors import RankrmError
 from rankrm.pruning import OptunaPruning
-from rankrm.sweep import _finish
+from rankrm.sweep import _finish, _settings, sweep
 from rankrm.sweep_space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
 from rankrm.sweep_study import PRUNED_ATTR, PRUNER_ATTR, budget_left, open_storage, open_study, requeue
 from rankrm.sweep_trial import Outcome
@@ -69,10 +72,28 @@ def test_conditional_params_are_sampled_only_when_active(fixed, active):
     assert overrides[0] == f"loss={fixed['loss']}" and "++optimizer.lr=0.0001" in overrides
 
 
-@pytest.mark.parametrize("value", ["pairwise", "1", "true", "null", "a b", "it's", "x=y", "c:\\dir", "a\\'b", "end\\", 0.5, 3, True, None])
+@pytest.mark.parametrize("value", ["pairwise", "1", "true", "null", "a b", "it's", "x=y", "c:\\dir", "a\\'b", "end\\",
+                                   0.5, 3, True, None])
 def test_hydra_value_round_trips_through_the_override_parser(value):
     parsed = OverridesParser.create().parse_override(f"++a.b={hydra_value(value)}").value()
     assert parsed == value and type(parsed) is type(value)
+
+
+def _compose(tmp_path: Path, *overrides: str) -> dict:
+    """The sweep config as the CLI composes it, with the test's conf dir on the search path."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("sweep", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *overrides],
+                      return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # lets ${hydra:runtime.choices.sweep} resolve
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
+def test_shipped_sweep_configs_compose_and_validate(name, tmp_path):
+    s = _settings(_compose(tmp_path, f"sweep={name}"))
+    assert s["study_name"] == name and s["sweep_dir"].name == name and s["space"]
 
 
 # ---------------------------------------------------------------- budget, re-queue, pruning
@@ -221,6 +242,18 @@ def test_trial_timeout_is_recorded_failed_and_the_sweep_exits_nonzero(tmp_path):
     assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("timeout")
 
 
+def test_sweep_replays_from_its_seed_also_when_resumed(tmp_path):
+    command = _fake_setup(tmp_path)
+    runs = {"whole": [4], "resumed": [2, 4]}
+    params = {}
+    for name, budgets in runs.items():
+        for n in budgets:
+            assert sweep(_compose(tmp_path, "sweep=fake", command, f"n_trials={n}", f"dir={tmp_path / name}")) == 0
+        storage = f"sqlite:///{tmp_path / name / 'study.db'}"
+        params[name] = [t.params for t in optuna.load_study(study_name="fake", storage=storage).trials]
+    assert params["whole"] == params["resumed"] and len({p["optimizer.lr"] for p in params["whole"]}) == 4
+
+
 def test_config_errors_exit_2_with_one_line(tmp_path):
     command = _fake_setup(tmp_path)
     r = _sweep_cli(tmp_path, command, "train_overrides=['optimizer.lr=1e-4']")
@@ -257,25 +290,24 @@ def _tiny_setup(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_path):
     _tiny_setup(tmp_path)
-    r = _sweep_cli(tmp_path, "n_trials=3", sweep="tiny")
+    r = _sweep_cli(tmp_path, "n_trials=2", sweep="tiny")
     assert r.returncode == 0, r.stderr[-3000:]
-    crashed, *done = first = _trials(tmp_path, "tiny")
+    crashed, done = first = _trials(tmp_path, "tiny")
     assert crashed.state == TrialState.FAIL and "Invalid weight_decay value: -1.0" in crashed.user_attrs["error"]
-    assert [t.state for t in done] == [TrialState.COMPLETE] * 2
-    for t in done:
-        assert len(t.values) == 2 and t.values[0] == t.user_attrs["val"]["pair_acc"]
-        assert t.values[1] == t.user_attrs["val"]["kendall_tau"]
-        assert (tmp_path / "sw" / "trials" / str(t.number) / "metrics.json").is_file()
-        assert not (tmp_path / "sw" / "trials" / str(t.number) / "checkpoints").exists()
+    assert done.state == TrialState.COMPLETE and len(done.values) == 2, done.user_attrs.get("error")
+    assert done.values == [done.user_attrs["val"]["pair_acc"], done.user_attrs["val"]["kendall_tau"]]
+    assert (tmp_path / "sw" / "trials" / "1" / "metrics.json").is_file()
+    assert not (tmp_path / "sw" / "trials" / "1" / "checkpoints").exists()
 
     # Re-running resumes: n_trials is the total, two workers add the 2 missing trials.
-    r = _sweep_cli(tmp_path, "n_trials=5", "workers=2", sweep="tiny")
+    r = _sweep_cli(tmp_path, "n_trials=4", "workers=2", sweep="tiny")
     assert r.returncode == 0, r.stderr[-3000:]
     trials = _trials(tmp_path, "tiny")
-    assert [(t.number, t.state, t.datetime_start) for t in trials[:3]] == [
+    assert [(t.number, t.state, t.datetime_start) for t in trials[:2]] == [
         (t.number, t.state, t.datetime_start) for t in first]
-    assert [t.number for t in trials] == list(range(5))
-    assert [t.state for t in trials[3:]] == [TrialState.COMPLETE] * 2
+    assert [t.number for t in trials] == list(range(4))
+    assert [t.state for t in trials[2:]] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("error") for t in trials]
+    assert all(len(t.values) == 2 for t in trials[2:])
     log = (tmp_path / "sw" / "sweep.log").read_text()
     assert "[worker 0]" in log and "[worker 1]" in log
 
@@ -288,4 +320,4 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     text = report.read_text()
     assert "## Pareto front" in text and "Invalid weight_decay" in text and "## Parameter importances" in text
-    assert "| 4 | COMPLETE |" in text
+    assert "| 3 | COMPLETE |" in text and "importances need at least" in text

@@ -17,6 +17,9 @@ fills `stats`, a JSON-serialisable dict for metrics.json:
     k_hist {K: n}   over the examples
     responses, tokens, padded_tokens, padded_share, batches   one epoch of the configured batching
 Under DDP the Trainer needs `use_distributed_sampler=False`: the batch sampler shards itself.
+`preread` (a `sources.SourceData`) hands over lists the runner already read and validated, so a
+bad file fails before any model is built. The train loader is a `ResumableLoader`: a checkpoint
+saved mid-epoch records how many batches were done, and a resumed run continues after them.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 
 from rankrm.data.collate import RankCollator, padding_counts
 from rankrm.data.sampler import ListBatchSampler
-from rankrm.data.sources import SPLITS, load_source
+from rankrm.data.sources import SPLITS, SourceData, describe, read_source
 from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
-from rankrm.data.validate import DropLog, all_tied
+from rankrm.data.validate import all_tied
 from rankrm.errors import RankrmError
 
 log = logging.getLogger(__name__)
@@ -84,7 +88,7 @@ class RankDataModule(pl.LightningDataModule):
         max_tokens: int | None = None, max_length: int | None = 128, overlong: str = "filter",
         truncation_side: str = "left", length_grouping: bool = True, skip_invalid: bool = False,
         num_workers: int = 0, as_pairs: bool = False, limit_train: int | None = None,
-        limit_val: int | None = None, limit_test: int | None = None,
+        limit_val: int | None = None, limit_test: int | None = None, preread: SourceData | None = None,
     ) -> None:
         super().__init__()
         if getattr(tokenizer, "pad_token_id", None) is None:
@@ -95,6 +99,7 @@ class RankDataModule(pl.LightningDataModule):
         self.skip_invalid, self.num_workers, self.as_pairs = skip_invalid, num_workers, as_pairs
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.collator = RankCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
+        self.preread = preread
         self.datasets: dict[str, list[EncodedList]] | None = None
         self.stats: dict[str, Any] = {}
 
@@ -139,8 +144,9 @@ class RankDataModule(pl.LightningDataModule):
         """Read, validate, split and tokenise everything once; idempotent."""
         if self.datasets is not None:
             return
-        drops = DropLog(self.skip_invalid)
-        splits, info = load_source(self.source, self.seed, drops)
+        read = self.preread or read_source(self.source, self.seed, self.skip_invalid)
+        splits, info, drops = read.splits, read.info, read.drops
+        self.preread = None  # the tokenised datasets replace the raw lists
         max_len = effective_max_length(self.tokenizer, self.max_length)
         stats: dict[str, Any] = {
             "reader": self.source.get("reader"), "seed": self.seed, "max_length": max_len,
@@ -160,7 +166,9 @@ class RankDataModule(pl.LightningDataModule):
             stats[split].update(self._split_stats(split, kept, datasets[split]))
         self.stats = stats
         if not datasets["train"]:
-            raise RankrmError(f"no training lists left after validation and filtering: {summary(stats)}")
+            raise RankrmError(f"{describe(self.source)}: no training lists left after validation and filtering "
+                              f"(all labels tied, longer than data.max_length with overlong=filter, or limits): "
+                              f"{summary(stats)}")
         self.datasets = datasets
         rank_zero_info(summary(stats))
         if drops.examples and rank_zero_only.rank == 0:
@@ -171,9 +179,12 @@ class RankDataModule(pl.LightningDataModule):
             self.setup()
         trainer = getattr(self, "trainer", None)
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return DataLoader(self.datasets[split], batch_sampler=self.sampler(split, replicas, rank),  # type: ignore[index]
-                          collate_fn=self.collator, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # A private generator: each new iterator draws a worker base seed, which would otherwise
+        # advance the global RNG (dropout's) and make a resumed run draw other dropout masks.
+        return ResumableLoader(self.datasets[split], batch_sampler=self.sampler(split, replicas, rank),  # type: ignore[index]
+                               collate_fn=self.collator, num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0,
+                               generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -183,6 +194,38 @@ class RankDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a `ListBatchSampler` whose place in the epoch goes into Lightning checkpoints.
+
+    Lightning saves `state_dict()` of a train loader that has one (its `_Stateful` protocol) and
+    calls `load_state_dict()` before iterating again after a mid-epoch restart; the sampler then
+    skips the batches already trained on, so the resumed run sees the same batches as an
+    uninterrupted one. Batches are counted as they are handed out (Lightning does not prefetch
+    from a loader with a length), so worker prefetching does not shift the count.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = {"epoch": 0, "batches_done": 0}
+
+    def __iter__(self) -> Any:
+        return self._counted()
+
+    def _counted(self) -> Any:
+        # A generator: runs at the first `next()`, after Lightning's `set_epoch`.
+        sampler = self.batch_sampler
+        self.position = {"epoch": sampler.epoch, "batches_done": sampler.pending_skip()}
+        for batch in DataLoader.__iter__(self):
+            self.position["batches_done"] += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume_at(state["epoch"], state["batches_done"])
 
 
 def summary(stats: Mapping[str, Any]) -> str:

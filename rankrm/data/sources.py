@@ -91,6 +91,29 @@ def _check_options(fn: Callable[..., Any], opts: Mapping[str, Any], reader: str)
         raise RankrmError(f"data.source: unknown option(s) {unknown} for reader '{reader}' (valid: {valid})")
 
 
+class SourceData:
+    """The lists of a `data.source`, read and validated (no tokenizer needed): what `read_source` returns.
+
+    A plain class, not a dataclass: it passes through `hydra.utils.instantiate` as an opaque object.
+    """
+
+    def __init__(self, splits: Splits, info: dict, drops: DropLog) -> None:
+        self.splits, self.info, self.drops = splits, info, drops
+
+
+def read_source(source: Mapping[str, Any], seed: int, skip_invalid: bool = False) -> SourceData:
+    """Read and validate every file of `source` (the runner calls it before building any model)."""
+    drops = DropLog(bool(skip_invalid))
+    splits, info = load_source(source, seed, drops)
+    return SourceData(splits, info, drops)
+
+
+def describe(source: Mapping[str, Any]) -> str:
+    """Where the lists came from, for error messages: the files, or the reader and its folder/id."""
+    files = [str(source[k]) for k in ("path", "train", "val", "test") if source.get(k)]
+    return ", ".join(files) or f"reader {source.get('reader')} ({source.get('data_dir') or 'default location'})"
+
+
 def load_source(source: Mapping[str, Any], seed: int, log: DropLog) -> tuple[Splits, dict]:
     """Dispatch on `source["reader"]`; return (split -> lists, reader info for `stats`)."""
     opts = dict(source)

@@ -1,0 +1,150 @@
+"""Regenerate experiments/RESULTS.md and experiments/figures/*.png from the committed run records.
+
+    python experiments/aggregate.py [--results experiments/results] [--out experiments]
+
+Every number comes from `results/<ablation>/<budget>/<arm>/seed<s>.json` (written by run.py):
+mean ± half-width of the 95% Student-t interval over seeds. The only hand-written text is the
+paper claim (`ablation.paper` in each conf/experiment/*.yaml) and the finding per ablation in
+experiments/findings.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from common import EXP_DIR, Spec, command_line, experiment_names, load_spec, mean_ci, override_key
+from plots import bar_figure, curve_figure
+
+# (column title, metric path in a result's "metrics", digits)
+COLUMNS = [("val pair acc", "val/pair_acc", 3), ("val Kendall τ", "val/kendall_tau", 3),
+           ("val NDCG", "val/ndcg", 3), ("val exact order", "val/exact_order", 3),
+           ("test pair acc", "test/pair_acc", 3), ("test Kendall τ", "test/kendall_tau", 3),
+           ("wall time (s)", "wall_time_s", 0), ("sequences encoded", "train/sequences_encoded", 0)]
+
+
+def metric(record: dict[str, Any], path: str) -> float | None:
+    """`val/pair_acc` -> record["metrics"]["val"]["pair_acc"]; `data/train.overlong_filtered` digs into dicts."""
+    node: Any = record["metrics"]
+    for part in path.replace(".", "/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def fmt(values: list[float], digits: int) -> str:
+    """`0.812 ± 0.021` (or just the mean with one seed)."""
+    if not values:
+        return "–"
+    m, h = mean_ci(values)
+    return f"{m:.{digits}f}" if math.isnan(h) else f"{m:.{digits}f} ± {h:.{digits}f}"
+
+
+def load_results(results_dir: Path) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
+    """{(ablation, budget): {arm: [records sorted by seed]}}; smoke records are left out."""
+    out: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(results_dir.glob("*/*/*/seed*.json")):
+        rec = json.loads(path.read_text())
+        if not rec.get("smoke"):
+            out[(rec["ablation"], rec["budget"])][rec["arm"]].append(rec)
+    for arms in out.values():
+        for recs in arms.values():
+            recs.sort(key=lambda r: r["seed"])
+    return out
+
+
+def table(spec: Spec, arms: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown table, one row per arm (in the config's order), mean ± 95% CI over seeds."""
+    cols = COLUMNS + [(p, p, 3) for p in spec.extra_columns]
+    lines = ["| arm | seeds | " + " | ".join(c[0] for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for arm in [a for a in spec.arms if a in arms]:
+        recs = arms[arm]
+        cells = [fmt([v for r in recs if (v := metric(r, p)) is not None], d) for _, p, d in cols]
+        lines.append(f"| {arm} | {len(recs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_label(spec: Spec, budget: str, arms: dict[str, list[dict[str, Any]]]) -> str:
+    """What was actually run: the overrides every run of the table shared (arms add their own), seeds."""
+    recs = [r for rs in arms.values() for r in rs]
+    arm_keys = {override_key(o) for a in spec.arms for o in spec.arm_overrides(a, budget)}
+    shared = [o for o in recs[0]["overrides"] if all(o in r["overrides"] for r in recs)
+              and override_key(o) not in arm_keys | {"seed"}]
+    overrides = " ".join(shared) or "none (the config as is)"  # what the runs recorded, not today's config
+    seeds = sorted({r["seed"] for r in recs})
+    epochs = sorted({r["metrics"]["train"]["epochs"] for r in recs})
+    return (f"Budget **{budget}**: `conf/experiment/{spec.name}.yaml` + `{overrides}`; "
+            f"seeds {', '.join(map(str, seeds))}; epochs {', '.join(map(str, epochs))}; minilm unless the arm says otherwise.")
+
+
+def section(spec: Spec, runs: dict[str, dict[str, list[dict[str, Any]]]], findings: dict[str, str],
+            fig_dir: Path) -> list[str]:
+    """One ablation's part of RESULTS.md: command, table(s), figure(s), finding."""
+    out = [f"## {spec.title}", "", f"*Paper:* {spec.paper}", ""]
+    if not runs:
+        return out + ["**Not run yet.** Command:", "", "```", command_line(spec.name, "quick"), "```", ""]
+    for budget, arms in sorted(runs.items()):
+        out += ["```", command_line(spec.name, budget), "```", "", budget_label(spec, budget, arms), "",
+                table(spec, arms), ""]
+        missing = [a for a in spec.arms if a not in arms]
+        if missing:
+            out += [f"Arms not run at this budget: {', '.join(missing)}.", ""]
+        if spec.note:
+            out += [f"*How to read it:* {spec.note}", ""]
+        ordered = {a: arms[a] for a in spec.arms if a in arms}
+        for fig in (bar_figure(spec.name, budget, ordered, fig_dir, metric),
+                    curve_figure(spec.name, budget, ordered, fig_dir)):
+            if fig is not None:
+                out += [f"![{fig.stem}](figures/{fig.name})", ""]
+    finding = findings.get(spec.name)
+    out += [f"**Finding.** {finding}" if finding else "**Finding.** Not written yet.", ""]
+    return out
+
+
+HEADER = """# rankrm — paper ablations (issue #6)
+
+Generated by `python experiments/aggregate.py` from `experiments/results/` — do not edit by hand.
+Each cell is the mean ± the half-width of a 95% Student-t interval over seeds (a seed changes the head
+init, the data split and subset, and the batch order). Val metrics are those of the checkpoint kept
+(best val pair accuracy); test is that checkpoint on the test lists. Wall time includes process start,
+data loading and evaluation, measured on a 2-core CPU shared with other jobs: compare it only within a
+table. Overlapping intervals mean the difference is not resolved at this budget.
+
+Budgets: each `conf/experiment/<ablation>.yaml` holds the shared settings (the **full** budget, sized
+for roughly 30 minutes per ablation on an idle 2-core CPU) and `ablation.budgets.quick`, a smaller
+budget used here because the CPU was shared. Every table names the budget it ran at. On a GPU:
+`python experiments/run.py <ablation> --budget full --set trainer=gpu data.limit_train=null
+data.limit_val=null data.limit_test=null` (all of VADER; the decoder arm of the pooling ablation
+runs only with `--budget full`).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, default=EXP_DIR / "results", help="run records (from run.py)")
+    p.add_argument("--out", type=Path, default=EXP_DIR, help="RESULTS.md and figures/ go here")
+    p.add_argument("--findings", type=Path, default=EXP_DIR / "findings.yaml", help="hand-written findings")
+    args = p.parse_args(argv)
+    by_ablation: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = defaultdict(dict)
+    for (ablation, budget), arms in load_results(args.results).items():
+        by_ablation[ablation][budget] = arms
+    findings = OmegaConf.to_container(OmegaConf.load(args.findings)) if args.findings.is_file() else {}
+    lines = [HEADER]
+    for name in experiment_names():
+        lines += section(load_spec(name), by_ablation.get(name, {}), findings or {}, args.out / "figures")
+    (args.out / "RESULTS.md").write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {args.out / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

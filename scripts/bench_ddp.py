@@ -1,0 +1,123 @@
+"""Throughput of data-parallel training on CPU: `python -m rankrm.train trainer=ddp trainer.devices=N`.
+
+Each configuration is one run of the real CLI (Lightning DDP over gloo, one process per
+device) on the same VADER lists, with the same GLOBAL batch (data.batch_size = lists per batch
+/ N per process) and the machine's cores split between the processes (threads = cores / N).
+A single-process `trainer=cpu` run is the reference. Two figures per run:
+- `train s`: from Trainer construction to the end of training on rank 0 (includes starting
+  the other ranks, which re-import everything, and the gloo rendezvous);
+- `loop s`: the training loop only (all ranks up), i.e. steady-state throughput.
+Peak RSS is summed over the ranks (each rank reports its own high-water mark).
+
+What to expect on a 2-core machine: little or nothing. Two processes with one thread each
+do the same arithmetic as one process with two threads, plus a gradient all-reduce per step
+and a second copy of the model, data and Python runtime. DDP pays off with more cores
+(or GPUs) than one process can keep busy; this script documents the cost, not a speedup.
+
+Full size (a quiet machine, ~20 min on 2 cores):
+
+    python scripts/bench_ddp.py --k 4 --train-lists 400 --lists-per-batch 8 --devices 1 2 \
+        --repeats 2 --out bench_ddp.json
+
+Smoke (tests): `python scripts/bench_ddp.py --quick --backbone tiny_bert --vader-dir DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+
+COLUMNS = [("config", "config"), ("processes", "processes"), ("threads", "threads/process"),
+           ("per_rank_batch", "lists/batch/process"), ("lists_per_s", "lists/s (train)"),
+           ("loop_lists_per_s", "lists/s (loop)"), ("speedup", "x 1 process (loop)"), ("train_s", "train s"),
+           ("fit_loop_s", "loop s"), ("process_wall_s", "process s"), ("rss_sum_mb", "peak RSS sum MB"),
+           ("steps", "steps")]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--vader-dir", default=None, help="VADER dir (default $RANKRM_VADER_DIR)")
+    p.add_argument("--k", type=int, default=4, help="list length K")
+    p.add_argument("--min-gap", type=float, default=0.25, help="VADER: least gap between neighbours")
+    p.add_argument("--train-lists", type=int, default=200, help="training lists (one epoch)")
+    p.add_argument("--val-lists", type=int, default=16, help="val lists (the runner wants some)")
+    p.add_argument("--lists-per-batch", type=int, default=8, help="GLOBAL batch in lists")
+    p.add_argument("--max-length", type=int, default=128, help="data.max_length")
+    p.add_argument("--backbone", default="minilm", help="backbone config (conf/backbone/)")
+    p.add_argument("--loss", default="ranklist", help="loss config (conf/loss/)")
+    p.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="DDP process counts to run")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="threads shared by the processes")
+    p.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians reported")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="where lists, logs and run dirs go (default: temp)")
+    p.add_argument("--out", default=None, help="write results: *.json (data + table) or *.md")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.k, args.train_lists, args.val_lists, args.lists_per_batch, args.repeats = 3, 8, 4, 2, 1
+        args.devices, args.cores = [2], 2  # the single-process reference + one DDP run
+    return args
+
+
+def configs(args: argparse.Namespace) -> list[tuple[str, int, list[str]]]:
+    """(label, processes, trainer overrides): the single-process reference, then DDP with N."""
+    out = [("trainer=cpu", 1, ["trainer=cpu"])]
+    for n in args.devices:
+        out.append((f"trainer=ddp devices={n}", n, ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={n}"]))
+    return out
+
+
+def run_config(args: argparse.Namespace, lists: dict[str, str], label: str, n: int, trainer: list[str],
+               rep: int, workdir: Path) -> dict[str, Any]:
+    if args.lists_per_batch % n:
+        raise SystemExit(f"--lists-per-batch {args.lists_per_batch} does not split over {n} processes")
+    threads = max(1, args.cores // n)
+    name = f"{label.replace(' ', '_').replace('=', '')}_r{rep}"
+    overrides = [f"backbone={args.backbone}", f"loss={args.loss}", "data=jsonl", f"seed={args.seed}",
+                 f"data.source.train={lists['train']}", f"data.source.val={lists['val']}",
+                 f"data.source.test={lists['test']}", f"data.batch_size={args.lists_per_batch // n}",
+                 f"data.max_length={args.max_length}", *trainer]
+    res = bc.run_rankrm_cli(name, overrides, workdir, threads)
+    ranks = [res] + [json.loads(p.read_text()) for p in sorted(workdir.glob(f"{name}.probe.json.rank*"))]
+    res.update(config=label, processes=n, threads=threads, per_rank_batch=args.lists_per_batch // n,
+               ranks_reporting=len(ranks), rss_sum_mb=sum(r["peak_rss_rank_mb"] for r in ranks),
+               lists_per_s=res["train_lists"] / res["train_s"], loop_lists_per_s=res["train_lists"] / res["fit_loop_s"])
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ddp_"))
+    info = bc.machine_info(args.cores)
+    lists = bc.prepare_vader_lists(bc.vader_dir(args.vader_dir), args.k, args.train_lists, args.val_lists,
+                                   args.seed, workdir / "lists", args.min_gap)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rep in range(args.repeats):
+        for label, n, trainer in configs(args):
+            runs.setdefault(label, []).append(run_config(args, lists, label, n, trainer, rep, workdir))
+    rows = [bc.median_runs(r) for r in runs.values()]
+    ref = next((r for r in rows if r["config"] == "trainer=ddp devices=1"), rows[0])
+    for r in rows:
+        r["speedup"] = r["loop_lists_per_s"] / ref["loop_lists_per_s"]
+    info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    md = "\n\n".join([
+        f"## rankrm DDP on CPU ({args.backbone}, loss {args.loss}, K={args.k}, {args.train_lists} lists, "
+        f"global batch {args.lists_per_batch} lists, {args.cores} cores shared, medians of {args.repeats})",
+        bc.markdown_table(rows, COLUMNS),
+        "Speedup is against `trainer=ddp devices=1`. On 2 cores expect ~1x or less: two 1-thread "
+        "processes do the arithmetic of one 2-thread process, plus an all-reduce per step.",
+        bc.load_line(info) + f"; after: {info['loadavg_after']}"])
+    bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows, "workdir": str(workdir)}, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

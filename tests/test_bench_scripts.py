@@ -1,0 +1,89 @@
+"""Smoke tests of the benchmark scripts (issue #7), so they cannot rot.
+
+Each script runs end to end in `--quick` mode with the tiny backbone on tiny VADER-format
+files written here (no real data). Nothing is timed: the checks are about what was measured
+(every system saw the same pairs and was scored on the same held-out lists, the DDP run kept
+the global batch), not how fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from data_fixtures import VADER_FILES, write_vader
+
+from rankrm.losses import LOSSES
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vader_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 80 texts per domain: enough for 8 train + 4 val lists of K=3 at the scripts' min_gap.
+    return write_vader(tmp_path_factory.mktemp("vader"), n=80, domains=tuple(VADER_FILES))
+
+
+def run_script(name: str, tmp_path: Path, vader_dir: Path, *extra: str) -> dict[str, Any]:
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(REPO / "scripts" / name), "--quick", "--backbone", "tiny_bert",
+           "--vader-dir", str(vader_dir), "--workdir", str(tmp_path / "work"), "--out", str(out), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "| " in result["markdown"] and "load average" in result["markdown"]
+    assert len(result["machine"]["loadavg_1_5_15"]) == 3
+    return result
+
+
+def test_bench_trl_systems_see_the_same_pairs_and_val_lists(tmp_path: Path, vader_dir: Path) -> None:
+    systems = ["rankrm_ranklist", "rankrm_pairwise"] + (["trl"] if importlib.util.find_spec("trl") else [])
+    res = run_script("bench_trl.py", tmp_path, vader_dir, "--threads", "1", "--systems", *systems)
+    rows = {r["system"]: r for r in res["rows"]}
+    assert set(rows) == set(systems)
+    for r in rows.values():
+        assert r["k"] == 3
+        assert r["pairs"] == 8 * 3  # 8 lists x C(3, 2) pairs, none dropped
+        assert r["lists"] == 8
+        assert r["steps"] == 4  # 2 lists per batch (6 pairs for the pair systems)
+        assert r["val_n_lists"] == 4 and r["val_n_pairs"] == 12  # the same held-out lists for all
+        assert 0.0 <= r["val_pair_acc"] <= 1.0 and -1.0 <= r["val_kendall_tau"] <= 1.0
+        assert 0.0 <= r["pad_share"] < 1.0
+        assert r["lists_per_s"] > 0 and r["peak_rss_mb"] > 0
+    if "trl" in rows:
+        assert rows["trl"]["speedup_vs_trl"] == pytest.approx(1.0)
+        assert rows["trl"]["pairs_dropped_by_max_length"] == 0
+
+
+def test_bench_overhead_reports_all_three_parts(tmp_path: Path, vader_dir: Path) -> None:
+    res = run_script("bench_overhead.py", tmp_path, vader_dir, "--threads", "1")
+    over = res["overhead"]
+    assert over["steps"] == 4  # 8 lists, 2 per batch
+    assert over["bare_s"] > 0 and over["lightning_loop_s"] > 0 and over["fit_over_bare"] > 0
+    assert [r["batching"] for r in res["padding"]] == ["length-grouped", "random"]
+    for r in res["padding"]:
+        assert 0.0 <= r["pad_share"] < 1.0 and 0.0 <= r["val_pair_acc"] <= 1.0
+    parts = {r["part"]: r for r in res["step_parts"]}
+    assert {"forward", "loss", "backward_opt", "metrics", "step"} <= set(parts)
+    assert {f"loss {name} fwd+bwd" for name in LOSSES} <= set(parts)
+    assert all(math.isfinite(r["share_of_step"]) and r["share_of_step"] > 0 for r in parts.values())
+
+
+def test_bench_ddp_runs_two_ranks_with_the_same_global_batch(tmp_path: Path, vader_dir: Path) -> None:
+    res = run_script("bench_ddp.py", tmp_path, vader_dir)
+    rows = {r["config"]: r for r in res["rows"]}
+    assert set(rows) == {"trainer=cpu", "trainer=ddp devices=2"}
+    single, ddp = rows["trainer=cpu"], rows["trainer=ddp devices=2"]
+    assert single["ranks_reporting"] == 1 and ddp["ranks_reporting"] == 2
+    assert ddp["world_size"] == 2 and ddp["per_rank_batch"] == 1 and ddp["threads"] == 1
+    # Global batch 2 lists: 4 steps over 8 lists, whether one process takes 2 or two take 1 each.
+    assert single["steps"] == ddp["steps"] == 4
+    assert single["train_lists"] == ddp["train_lists"] == 8
+    assert ddp["rss_sum_mb"] > single["peak_rss_rank_mb"]

@@ -1,0 +1,153 @@
+"""experiments/: every ablation config composes (all arms x budgets) and runs 2 steps through the real
+CLI with a tiny backbone on tiny data; the runner resumes; the aggregator's intervals match scipy."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from scipy import stats
+
+from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import aggregate  # noqa: E402
+import common  # noqa: E402
+import run as runner  # noqa: E402
+
+NAMES = common.experiment_names()
+# The arm each smoke run takes: the one whose overrides differ most from the defaults.
+SMOKE_ARM = {"lists_vs_pairs": "pairs_pairwise", "loss_family": "listmle", "list_length": "k9",
+             "margin": "label_gap", "what_trains": "lora", "pooling": "smollm2_last_token",
+             "overlong": "truncate", "loss_family_oasst": "lambdarank"}
+
+
+@pytest.fixture(scope="module")
+def data_overrides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Tiny VADER files (enough texts for K = 9 val lists) and a tiny OASST trees file."""
+    root = tmp_path_factory.mktemp("data")
+    vader = write_vader(root / "vader", n=240, domains=tuple(VADER_FILES))
+    trees = write_jsonl(root / "trees.jsonl", [oasst_tree(f"t{i}") for i in range(12)])
+    return {"vader": f"data.source.data_dir={vader}", "oasst": f"data.source.path={trees}"}
+
+
+def test_experiment_list_is_complete() -> None:
+    assert set(common.ORDER) <= set(NAMES), "ORDER names a config that does not exist"
+    assert set(SMOKE_ARM) == set(NAMES), "every experiment needs a smoke arm here"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_arm_and_budget_composes(name: str) -> None:
+    spec = common.load_spec(name)
+    header = (common.CONF_DIR / f"{name}.yaml").read_text().splitlines()
+    assert header[0] == "# @package _global_"
+    assert any(f"python experiments/run.py {name}" in line for line in header), "header must give the command"
+    assert set(spec.gpu_arms) <= set(spec.arms) and {"quick", "full"} <= set(spec.budgets)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for budget in spec.budgets:
+            for arm in spec.arms:
+                ov = common.merge_overrides(spec.budgets[budget], spec.arm_overrides(arm, budget))
+                cfg = compose("train", overrides=[f"experiment={name}", *ov])  # unknown keys raise here
+                for o in ov:  # each plain value override really lands in the config
+                    key, value = o.split("=", 1)
+                    if "." in key:
+                        assert str(_select(cfg, key)) == str(_parse(value)), (arm, budget, o)
+
+
+def _select(cfg: Any, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, key)
+
+
+def _parse(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(value, value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: dict[str, str],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data = data_overrides["oasst" if name.endswith("oasst") else "vader"]
+    argv = [name, "--smoke", "--root", str(tmp_path), "--seeds", "0", "--arms", SMOKE_ARM[name],
+            "--threads", "1", "--set", data]
+    assert runner.main(argv) == 0, (tmp_path / "runs").rglob("run.log").__next__().read_text()[-3000:]
+    path = common.result_path(tmp_path / "results", name, "quick", SMOKE_ARM[name], 0)
+    rec = json.loads(path.read_text())
+    assert rec["smoke"] and rec["arm"] == SMOKE_ARM[name] and rec["seed"] == 0
+    assert rec["metrics"]["train"]["global_steps"] == 2
+    assert 0.0 <= rec["metrics"]["val"]["pair_acc"] <= 1.0 and rec["val_curve"]
+    assert f"experiment={name}" in rec["command"] and "backbone=tiny_" in rec["command"]
+    capsys.readouterr()
+    assert runner.main(argv) == 0  # resumable: the second call finds the result and runs nothing
+    assert "skip" in capsys.readouterr().out
+
+
+def test_merge_overrides_last_wins_by_key() -> None:
+    merged = common.merge_overrides(["data.batch_size=4", "loss=ranklist", "++x.y=1"],
+                                    ["data.batch_size=48", "x.y=2"])
+    assert merged == ["loss=ranklist", "data.batch_size=48", "x.y=2"]
+
+
+def test_smoke_swaps_pretrained_backbones_for_tiny_ones() -> None:
+    assert runner.smoke_arm(["backbone=smollm2", "backbone.pooling=last_token"]) == [
+        "backbone=tiny_qwen", "backbone.pooling=last_token"]
+
+
+def test_gpu_arms_run_only_at_full_budget(tmp_path: Path) -> None:
+    spec = common.load_spec("pooling")
+    quick = {r.arm for r in runner.plan(spec, "quick", [0], None, tmp_path)}
+    full = {r.arm for r in runner.plan(spec, "full", [0], None, tmp_path)}
+    assert spec.gpu_arms and not quick & set(spec.gpu_arms) and full == set(spec.arms)
+
+
+@pytest.mark.parametrize("values", [[0.8, 0.82, 0.79, 0.85], [0.1, 0.5, 0.2], [1.0, 1.0]])
+def test_mean_ci_matches_scipy(values: list[float]) -> None:
+    mean, half = common.mean_ci(values)
+    sem = stats.sem(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / len(values), scale=sem if sem > 0 else 1e-300)
+    assert mean == pytest.approx((lo + hi) / 2) and half == pytest.approx((hi - lo) / 2, abs=1e-12)
+
+
+def test_mean_ci_of_one_value_has_no_interval() -> None:
+    mean, half = common.mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(half)
+
+
+def _record(arm: str, seed: int, acc: float) -> dict[str, Any]:
+    val = {"pair_acc": acc, "kendall_tau": 2 * acc - 1, "ndcg": 0.9, "exact_order": 0.3, "loss": 0.5}
+    return {"ablation": "loss_family", "budget": "quick", "arm": arm, "seed": seed, "smoke": False,
+            "overrides": [], "command": "", "val_curve": [{"epoch": 0, "step": 9, **val}],
+            "metrics": {"val": val, "test": val, "wall_time_s": 10.0 + seed,
+                        "train": {"epochs": 1, "sequences_encoded": 480, "global_steps": 30}}}
+
+
+def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
+    accs = {"ranklist": [0.80, 0.84, 0.81], "listnet": [0.70, 0.75, 0.71]}
+    for arm, values in accs.items():
+        for seed, acc in enumerate(values):
+            p = common.result_path(tmp_path / "results", "loss_family", "quick", arm, seed)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(_record(arm, seed, acc)))
+    (tmp_path / "findings.yaml").write_text("loss_family: Hand-written finding.\n")
+    assert aggregate.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path),
+                           "--findings", str(tmp_path / "findings.yaml")]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    for arm, values in accs.items():
+        half = stats.t.ppf(0.975, 2) * stats.sem(values)
+        assert f"| {arm} | 3 | {sum(values) / 3:.3f} ± {half:.3f} |" in text
+    assert "**Finding.** Hand-written finding." in text
+    assert text.count("**Not run yet.**") == len(NAMES) - 1
+    assert (tmp_path / "figures" / "loss_family_quick.png").is_file()
+    assert text.index("| ranklist |") < text.index("| listnet |"), "rows follow the config's arm order"

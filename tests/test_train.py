@@ -1,0 +1,114 @@
+"""Training smoke tests through the real CLI (`python -m rankrm.train`) with tiny backbones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from data_fixtures import strict_rows, write_jsonl
+from rankrm.backbones import build_reward_model
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+METRIC_KEYS = {"pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc", "exact_order", "loss"}
+
+
+def run_cli(args: list[str], cwd: Path, module: str = "rankrm.train") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def tiny_run(tmp_path: Path, backbone: str, *extra: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(40, k=4))
+    run_dir = tmp_path / "run"
+    args = [f"backbone={backbone}", "data=jsonl", f"data.source.path={data}", "data.batch_size=4",
+            "trainer.max_epochs=1", "optimizer.lr=1e-2", "scheduler.warmup_ratio=0.0", "threads=1",
+            f"hydra.run.dir={run_dir}", *extra]
+    return run_dir, run_cli(args, tmp_path)
+
+
+def initial_state(backbone: str, *overrides: str) -> dict[str, torch.Tensor]:
+    """The weights a tiny backbone starts from (tiny models are built with a fixed seed)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[f"backbone={backbone}", *overrides])
+    model, _ = build_reward_model(cfg.backbone)
+    return {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+
+
+def trained_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["state_dict"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_ernie", "tiny_qwen"])
+def test_cli_trains_every_parameter(tmp_path: Path, backbone: str) -> None:
+    run_dir, proc = tiny_run(tmp_path, backbone)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = initial_state(backbone), trained_state(run_dir)
+    # Parameters that get no gradient by construction: BERT's pooler is unused by cls/mean only,
+    # and position/type embeddings beyond the longest input are never looked up.
+    unchanged = [k for k, v in before.items() if v.is_floating_point() and torch.equal(v, after[k])
+                 and "position" not in k and "token_type" not in k]
+    assert not unchanged, f"parameters did not train: {unchanged}"
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics["val"]) and METRIC_KEYS <= set(metrics["test"])
+    assert 0.0 <= metrics["val"]["pair_acc"] <= 1.0 and -1.0 <= metrics["test"]["kendall_tau"] <= 1.0
+    assert metrics["data"]["train"]["lists"] > 0 and metrics["data"]["dropped_invalid"] == {}
+    assert metrics["train"]["sequences_encoded"] == 4 * metrics["data"]["train"]["lists"]
+    assert metrics["wall_time_s"] > 0 and metrics["best_checkpoint"].endswith(".ckpt")
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_head_only_trains_the_head_alone(tmp_path: Path) -> None:
+    run_dir, proc = tiny_run(tmp_path, "tiny_bert", "backbone.freeze=head_only", "export=false", "test=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = initial_state("tiny_bert"), trained_state(run_dir)
+    changed = {k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])}
+    assert changed and all(k.startswith("model.head.") for k in changed), changed
+    assert "parameters:" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_exported_model_scores_like_the_checkpoint(tmp_path: Path) -> None:
+    """The run's export, reloaded by transformers, gives the scores `rankrm.score` prints."""
+    run_dir, proc = tiny_run(tmp_path, "tiny_bert", "test=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    hf = AutoModelForSequenceClassification.from_pretrained(run_dir / "model").eval()
+    tok = AutoTokenizer.from_pretrained(run_dir / "model")
+    texts = ["answer 1 0 word word", "answer 1 3"]
+    with torch.no_grad():
+        expected = hf(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0]
+    ranked = run_cli([str(run_dir / "model"), *texts, "--rank"], tmp_path, module="rankrm.score")
+    assert ranked.returncode == 0, ranked.stderr
+    rows = [line.split("\t") for line in ranked.stdout.strip().splitlines()]  # rank, score, text
+    assert [r[2] for r in rows] == [texts[i] for i in expected.argsort(descending=True).tolist()]
+    assert [float(r[1]) for r in rows] == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-5)
+
+
+def test_every_group_option_composes() -> None:
+    """Each option of each config group composes with the defaults (no run: that is the CLI tests' job)."""
+    groups = ["data", "backbone", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
+    for group in groups:
+        for option in sorted(p.stem for p in Path(CONF, group).glob("*.yaml")):
+            with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+                cfg = compose("train", overrides=[f"{group}={option}"])
+            assert cfg[group] is not None, (group, option)
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path: Path) -> None:
+    proc = run_cli(["loss=nope"], tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "ranklist" in proc.stderr and "listmle" in proc.stderr
