@@ -31,8 +31,11 @@ COLUMNS = [("val pair acc", "val/pair_acc", 3), ("val Kendall τ", "val/kendall_
 
 
 def metric(record: dict[str, Any], path: str) -> float | None:
-    """`val/pair_acc` -> record["metrics"]["val"]["pair_acc"]; `data/train.overlong_filtered` digs into dicts."""
+    """`val/pair_acc` -> record["metrics"]["val"]["pair_acc"]; `data/train.overlong_filtered` digs into dicts;
+    `last_epoch/loss` reads the last point of the per-epoch val curve."""
     node: Any = record["metrics"]
+    if path.startswith("last_epoch/"):
+        node = {"last_epoch": record["val_curve"][-1]} if record.get("val_curve") else {}
     for part in path.replace(".", "/").split("/"):
         if not isinstance(node, dict) or part not in node:
             return None

@@ -67,6 +67,7 @@ class RankRMModule(pl.LightningModule):
         self.test_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
         # Compute counters for the ablations: sequences sent through the backbone in training.
         self.register_buffer("sequences_encoded", torch.zeros((), dtype=torch.long), persistent=True)
+        self._loader_states: list[dict[str, int]] | None = None  # train loader position from a resumed checkpoint
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Rewards (B, K): one backbone forward over the N real responses, scattered into the grid."""
@@ -135,7 +136,7 @@ class RankRMModule(pl.LightningModule):
         # Lightning hands the saved loader state only to a train loader built after the restore, but
         # counting the steps for the LR schedule (configure_optimizers) builds it before: hand it over
         # here, before the first batch is drawn, so a mid-epoch resume skips the batches already done.
-        states, self._loader_states = getattr(self, "_loader_states", None), None
+        states, self._loader_states = self._loader_states, None
         loader = self.trainer.train_dataloader
         if states and hasattr(loader, "load_state_dict"):
             loader.load_state_dict(states[0])
@@ -144,14 +145,11 @@ class RankRMModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise RankrmError("no trainable parameters: check backbone.freeze")
-        try:  # torch checks its hyperparameters (lr, betas, weight_decay...): a bad one is a config error
-            optimizer = self.optimizer_factory(params=params)
-            scheduler = None if self.scheduler_factory is None else self.scheduler_factory(
-                optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        except (TypeError, ValueError) as e:
-            raise RankrmError(f"optimizer/scheduler config: {e}") from None
-        if scheduler is None:
+        optimizer = self.optimizer_factory(params=params)  # hyperparameters: see rankrm.train.check_optimizer
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer,
+                                           total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -34,12 +34,18 @@ from rankrm.sweep_trial import (Outcome, default_command, die_with_parent, drop_
 log = logging.getLogger("rankrm.sweep")
 
 
+def _last_wins(overrides: list[str]) -> list[str]:
+    """Drop overrides of a key that a later one sets again (extra_overrides beat train_overrides)."""
+    last = {override_key(o): i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[override_key(o)] == i]
+
+
 def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate the composed config once (in the parent) and derive what the workers need."""
     objectives = parse_objectives(cfg["objectives"])
     space = parse_space(cfg["params"])
-    model = [str(o) for o in (cfg.get("train_overrides") or []) + (cfg.get("extra_overrides") or [])]
-    fixed = [str(o) for o in cfg.get("base_overrides") or []] + model
+    model = _last_wins([str(o) for o in (cfg.get("train_overrides") or []) + (cfg.get("extra_overrides") or [])])
+    fixed = _last_wins([str(o) for o in cfg.get("base_overrides") or []] + model)
     keys = {override_key(o) for o in fixed}
     for p in space:
         if p.name in keys:
@@ -205,8 +211,12 @@ def sweep(cfg: dict[str, Any]) -> int:
     storage = open_storage(s["url"], s["heartbeat_s"])
     study = open_study(storage, s["study_name"], [o.direction for o in s["objectives"]],
                        build_pruner(s["pruner"] if s["pruning"] else None))
+    metrics = [o.metric for o in s["objectives"]]
+    if study.user_attrs.get("objectives", metrics) != metrics:
+        raise RankrmError(f"study {s['study_name']!r} was run with objectives {study.user_attrs['objectives']}, "
+                          f"the config asks for {metrics}: use another study_name/dir or restore them")
+    study.set_user_attr("objectives", metrics)
     study.set_user_attr(PRUNER_ATTR, dict(s["pruner"]) if s["pruning"] else {"name": "none"})
-    study.set_user_attr("objectives", [o.metric for o in s["objectives"]])
     if not study.get_trials(deepcopy=False):
         for params in s.get("enqueue") or []:
             study.enqueue_trial(dict(params), skip_if_exists=True)

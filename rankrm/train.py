@@ -1,10 +1,10 @@
 """Train a reward model on ranked lists: `python -m rankrm.train [group=option ...] [key=value ...]`.
 
-Glue only. Cheap checks come first, before torch / Lightning / transformers load: config value
-types (`check_config`), the loss and its kwargs, and every record of the data files, so a typo
-or a bad line fails in about a second. Then data, model, module and trainer are built from the
-Hydra config. The result is `<run dir>/metrics.json`, checkpoints, and `<run dir>/model/` (a
-transformers export), written once (rank 0) and atomically.
+Glue only. `preflight` runs the cheap checks before Lightning / transformers load: config value
+types (`check_config`), the resume checkpoint, every record of the data files, the loss and the
+optimizer, so a typo or a bad line fails in about a second. Then data, model, module and trainer
+are built from the Hydra config. The result is `<run dir>/metrics.json`, checkpoints, and
+`<run dir>/model/` (a transformers export), written once (rank 0) and atomically.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CHECKS: dict[str, Check] = {
     "trainer.accumulate_grad_batches": _int(1), "trainer.log_every_n_steps": _int(1),
     "trainer.check_val_every_n_epoch": _int(1, null=True), "trainer.num_sanity_val_steps": _int(-1),
     "trainer.gradient_clip_val": _num(0, null=True), "trainer.deterministic": _DETERMINISTIC,
-    "trainer.val_check_interval": _BATCHES, "trainer.limit_train_batches": _BATCHES,
+    "trainer.limit_train_batches": _BATCHES,
     "trainer.limit_val_batches": _BATCHES, "trainer.limit_test_batches": _BATCHES,
     "data.batch_size": _int(1), "data.max_tokens": _int(1, null=True), "data.max_length": _int(1, null=True),
     "data.num_workers": _int(0), "data.skip_invalid": _BOOL, "data.length_grouping": _BOOL,
@@ -86,6 +86,19 @@ def check_loss(loss_cfg: DictConfig) -> None:
                               **kwargs)
     except TypeError as e:  # an unknown kwarg or a value of the wrong type (bad values raise RankrmError)
         raise RankrmError(f"loss.kwargs for loss {loss_cfg.name!r}: {e}") from None
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer and schedule once over a dummy parameter: torch checks its hyperparameters
+    (lr, betas, weight_decay...) in the constructor, so a bad value fails here, not inside `fit`."""
+    import torch
+
+    try:
+        optimizer = hydra.utils.instantiate(cfg.optimizer)(params=[torch.zeros(1, requires_grad=True)])
+        if cfg.get("scheduler"):
+            hydra.utils.instantiate(cfg.scheduler)(optimizer=optimizer, total_steps=10)
+    except (TypeError, ValueError, InstantiationException) as e:  # the last: e.g. a _target_ that does not exist
+        raise RankrmError(f"optimizer/scheduler config: {e}") from None
 
 
 def _read_data(cfg: DictConfig) -> Any:
@@ -153,19 +166,50 @@ def _final_metrics(trainer: Any, module: Any, dm: Any, cfg: DictConfig) -> dict[
     return out
 
 
+def preflight(cfg: DictConfig) -> tuple[Any, str | None]:
+    """Every check that needs no model, cheapest first; returns (the data read, the checkpoint to resume)."""
+    check_config(cfg)
+    ckpt_path = _resume_path(cfg)
+    data = _read_data(cfg)
+    check_loss(cfg.loss)  # these two import torch (the schedule: Lightning)
+    check_optimizer(cfg)
+    return data, ckpt_path
+
+
+def _trainer(cfg: DictConfig, out_dir: Path) -> Any:
+    import lightning.pytorch as pl
+
+    from rankrm.module import AtomicCheckpointIO
+
+    callbacks = _build_dict(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_checkpointing", True):  # Lightning would refuse the checkpoint callbacks
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
+    return _build(cfg.trainer, "trainer", callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                  logger=_build_dict(cfg.get("logger"), "logger") or False, default_root_dir=str(out_dir))
+
+
+def _reward_norm(module: Any, dm: Any) -> dict[str, Any]:
+    """Normalise the model's rewards to mean 0, std 1 over all of val (the same on every rank)."""
+    from torch.utils.data import DataLoader
+
+    from rankrm.module import reference_stats
+
+    val = DataLoader(dm.datasets["val"], batch_sampler=dm.sampler("val"), collate_fn=dm.collator)
+    mean, std = reference_stats(module, val)
+    module.model.set_reward_norm(mean, std)
+    return {"mean": mean, "std": std, "reference": "val"}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and export one reward model; returns the content of metrics.json."""
     start = time.time()
-    check_config(cfg)
-    check_loss(cfg.loss)
-    data = _read_data(cfg)
-    ckpt_path = _resume_path(cfg)
+    data, ckpt_path = preflight(cfg)
 
     import lightning.pytorch as pl  # heavy imports after config and data errors had their chance
     import torch
 
     from rankrm.backbones import build_reward_model
-    from rankrm.module import AtomicCheckpointIO, RankRMModule, reference_stats
+    from rankrm.module import RankRMModule
 
     _quiet_logging()
     if cfg.threads:
@@ -184,23 +228,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
     log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
 
-    callbacks = _build_dict(cfg.get("callbacks"), "callbacks")
-    if not cfg.trainer.get("enable_checkpointing", True):  # Lightning would refuse the checkpoint callbacks
-        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
-    trainer = _build(cfg.trainer, "trainer", callbacks=callbacks,
-                     logger=_build_dict(cfg.get("logger"), "logger") or False, default_root_dir=str(out_dir),
-                     plugins=[AtomicCheckpointIO()])
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer = _trainer(cfg, out_dir)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
     encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
     metrics = _final_metrics(trainer, module, dm, cfg)
-
     if cfg.backbone.get("normalize_rewards"):
-        from torch.utils.data import DataLoader
-
-        val = DataLoader(dm.datasets["val"], batch_sampler=dm.sampler("val"), collate_fn=dm.collator)  # all of val, every rank
-        mean, std = reference_stats(module, val)
-        module.model.set_reward_norm(mean, std)
-        metrics["reward_norm"] = {"mean": mean, "std": std, "reference": "val"}
+        metrics["reward_norm"] = _reward_norm(module, dm)
     metrics.update(
         data=dm.stats, params={"total": n_all, "trainable": n_train},
         train={"global_steps": trainer.global_step, "epochs": trainer.current_epoch, "sequences_encoded": encoded,

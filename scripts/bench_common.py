@@ -9,10 +9,12 @@ inside the helpers that need them, which only children call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,17 +61,26 @@ class ChildRun:
 
 
 def run_child(cmd: Sequence[str], log: Path, env: dict[str, str], timeout_s: float = 3600) -> ChildRun:
-    """Run `cmd` to completion, output to `log` (no pipe to drain while we block in wait4)."""
+    """Run `cmd` to completion, output to `log` (no pipe to drain while we block in wait4).
+
+    The child leads its own process group, so a timeout or Ctrl-C ends it with its DDP ranks.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        while not pid:  # poll, so a hung child cannot hang the benchmark
-            if time.perf_counter() - start > timeout_s:
-                proc.kill()
-            time.sleep(0.05)
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                start_new_session=True)
+        try:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            while not pid:  # poll, so a hung child cannot hang the benchmark
+                if time.perf_counter() - start > timeout_s:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                time.sleep(0.05)
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ChildRun(proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024, log)  # KiB on Linux
 
@@ -194,28 +205,18 @@ class PaddingCounter:
 
 
 def evaluate_lists(score: Callable[[list[Any]], Any], lists: Sequence[Any], batch_lists: int = 16) -> dict[str, float]:
-    """Score `lists` chunk by chunk with `score(lists) -> (N,)` (all responses, row-major) and
-    apply rankrm's metrics.
-
-    All lists of a benchmark share one K, but the grid is padded to the longest anyway.
-    """
+    """rankrm's metrics of `score(lists) -> (N,)` (every response, row-major), chunk by chunk."""
     import torch
 
     from rankrm.metrics import ranking_metrics
 
     k = max(rl.k for rl in lists)
-    rewards = torch.zeros(len(lists), k)  # (B, K)
-    labels = torch.zeros(len(lists), k)  # (B, K)
-    mask = torch.zeros(len(lists), k, dtype=torch.bool)  # (B, K)
+    mask = torch.tensor([[i < rl.k for i in range(k)] for rl in lists])  # (B, K)
+    labels = torch.tensor([list(rl.labels) + [0.0] * (k - rl.k) for rl in lists])  # (B, K)
     with torch.no_grad():
-        for start in range(0, len(lists), batch_lists):
-            chunk = lists[start:start + batch_lists]
-            scores = score(list(chunk)).float()  # (N,)
-            for b, rl in enumerate(chunk, start):
-                mask[b, :rl.k] = True
-                labels[b, :rl.k] = torch.tensor(rl.labels)
-            rewards[start:start + len(chunk)] = rewards[start:start + len(chunk)].masked_scatter(
-                mask[start:start + len(chunk)], scores)
+        scores = torch.cat([score(list(lists[i:i + batch_lists])).float()
+                            for i in range(0, len(lists), batch_lists)])  # (N,)
+    rewards = torch.zeros(len(lists), k).masked_scatter(mask, scores)  # (B, K)
     return {name: float(v) for name, v in ranking_metrics(rewards, labels, mask).items()}
 
 

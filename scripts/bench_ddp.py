@@ -3,7 +3,7 @@
 Each configuration is one run of the real CLI (Lightning DDP over gloo, one process per
 device) on the same VADER lists, with the same GLOBAL batch (data.batch_size = lists per batch
 / N per process) and the machine's cores split between the processes (threads = cores / N).
-A single-process `trainer=cpu` run is the reference. Two figures per run:
+Single-process `trainer=cpu` runs (all cores; one thread) are the references. Two figures per run:
 - `train s`: from Trainer construction to the end of training on rank 0 (includes starting
   the other ranks, which re-import everything, and the gloo rendezvous);
 - `loop s`: the training loop only (all ranks up), i.e. steady-state throughput.
@@ -14,7 +14,7 @@ do the same arithmetic as one process with two threads, plus a gradient all-redu
 and a second copy of the model, data and Python runtime. DDP pays off with more cores
 (or GPUs) than one process can keep busy; this script documents the cost, not a speedup.
 
-Full size (a quiet machine, ~20 min on 2 cores):
+Full size (a quiet machine, ~25 min on 2 cores; 4 configurations x 2 repeats):
 
     python scripts/bench_ddp.py --k 4 --train-lists 400 --lists-per-batch 8 --devices 1 2 \
         --repeats 2 --out bench_ddp.json
@@ -67,19 +67,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def configs(args: argparse.Namespace) -> list[tuple[str, int, list[str]]]:
-    """(label, processes, trainer overrides): the single-process reference, then DDP with N."""
-    out = [("trainer=cpu", 1, ["trainer=cpu"])]
+def configs(args: argparse.Namespace) -> list[tuple[str, int, int, list[str]]]:
+    """(label, processes, threads per process, trainer overrides).
+
+    References: one process with all cores, and (full runs) one process with one thread, the
+    per-process compute of the 2-process DDP run. DDP with N processes gets cores / N threads each.
+    """
+    out = [(f"trainer=cpu threads={args.cores}", 1, args.cores, ["trainer=cpu"])]
+    if args.cores > 1 and not args.quick:
+        out.append(("trainer=cpu threads=1", 1, 1, ["trainer=cpu"]))
     for n in args.devices:
-        out.append((f"trainer=ddp devices={n}", n, ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={n}"]))
+        out.append((f"trainer=ddp devices={n}", n, max(1, args.cores // n),
+                    ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={n}"]))
     return out
 
 
-def run_config(args: argparse.Namespace, lists: dict[str, str], label: str, n: int, trainer: list[str],
+def run_config(args: argparse.Namespace, lists: dict[str, str], config: tuple[str, int, int, list[str]],
                rep: int, workdir: Path) -> dict[str, Any]:
+    label, n, threads, trainer = config
     if args.lists_per_batch % n:
         raise SystemExit(f"--lists-per-batch {args.lists_per_batch} does not split over {n} processes")
-    threads = max(1, args.cores // n)
     name = f"{label.replace(' ', '_').replace('=', '')}_r{rep}"
     overrides = [f"backbone={args.backbone}", f"loss={args.loss}", "data=jsonl", f"seed={args.seed}",
                  f"data.source.train={lists['train']}", f"data.source.val={lists['val']}",
@@ -101,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                                    args.seed, workdir / "lists", args.min_gap)
     runs: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeats):
-        for label, n, trainer in configs(args):
-            runs.setdefault(label, []).append(run_config(args, lists, label, n, trainer, rep, workdir))
+        for config in configs(args):
+            runs.setdefault(config[0], []).append(run_config(args, lists, config, rep, workdir))
     rows = [bc.median_runs(r) for r in runs.values()]
     ref = next((r for r in rows if r["config"] == "trainer=ddp devices=1"), rows[0])
     for r in rows:
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         f"global batch {args.lists_per_batch} lists, {args.cores} cores shared, medians of {args.repeats})",
         bc.markdown_table(rows, COLUMNS),
         "Speedup is against `trainer=ddp devices=1`. On 2 cores expect ~1x or less: two 1-thread "
-        "processes do the arithmetic of one 2-thread process, plus an all-reduce per step.",
+        "processes do the arithmetic of one 2-thread process, plus an all-reduce per step. On a loaded "
+        "machine 2-thread processes stall in OpenMP barriers whenever another process holds a core, "
+        "which flatters the 1-thread rows (compare `trainer=cpu threads=1`).",
         bc.load_line(info) + f"; after: {info['loadavg_after']}"])
     bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows, "workdir": str(workdir)}, md)
     return 0

@@ -14,7 +14,7 @@ Batches are collated once up front, so both loops see identical tensors and coll
 neither. A few bare warm-up steps run first (the first steps of a process are slow); the two
 loops alternate order across repeats, and medians are reported.
 
-Full size (a quiet machine, ~30 min on 2 cores):
+Full size (a quiet machine, ~10 min on 2 cores):
 
     python scripts/bench_overhead.py --k 4 --train-lists 400 --val-lists 200 --lists-per-batch 8 \
         --threads 2 --repeats 3 --out bench_overhead.json
@@ -72,8 +72,7 @@ def compose(args: argparse.Namespace, lists: dict[str, str], extra: list[str] = 
                  f"data.source.train={lists['train']}", f"data.source.val={lists['val']}",
                  f"data.source.test={lists['test']}", f"data.batch_size={args.lists_per_batch}",
                  f"data.max_length={args.max_length}",
-                 # No dropout: the bare loop calls .train() while Lightning keeps the module's mode,
-                 # so with dropout the two loops could run different computations.
+                 # No dropout: both loops then compute the same function, whatever mode a module is in.
                  "backbone.dropout=0.0", *extra]
     with initialize_config_dir(config_dir=str(bc.REPO / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
@@ -178,9 +177,12 @@ def overhead(args: argparse.Namespace, cfg: Any, model0: Any, batches: list[dict
 
 
 def padding(args: argparse.Namespace, lists: dict[str, str], model0: Any, tokenizer: Any) -> list[dict[str, Any]]:
-    """Padded share and val accuracy after one bare epoch, with and without length grouping."""
-    rows = []
+    """Padded share and val accuracy after one bare epoch, with and without length grouping
+    (and the untrained model's accuracy, to show how far one epoch moved it)."""
     val = bc.read_lists(lists["val"])
+    untrained = make_module(compose(args, lists), model0).eval()
+    m = bc.evaluate_lists(bc.rankrm_val_scorer(untrained, tokenizer, args.max_length), val)
+    rows = [{"batching": "untrained (reference)", "val_pair_acc": m["pair_acc"], "val_kendall_tau": m["kendall_tau"]}]
     for grouping in (True, False):
         cfg = compose(args, lists, [f"data.length_grouping={str(grouping).lower()}"])
         dm, batches = train_batches(cfg, tokenizer)

@@ -21,12 +21,14 @@ Dropout is off on both sides (TRL's default `disable_dropout=True`; rankrm `back
 and both start from the same weights (rankrm's backbone built with the same seed, exported with
 `rankrm.export.to_hf_classifier` for TRL).
 
-Full-size measurement (a quiet machine, ~1-2 h on 2 cores):
+Full-size measurement (a quiet machine, ~1 h on 2 cores; K=9 dominates: TRL sees 36 pairs a list):
 
-    python scripts/bench_trl.py --ks 4 9 --train-lists 400 --val-lists 200 --lists-per-batch 4 \
+    python scripts/bench_trl.py --ks 4 9 --train-lists 200 --val-lists 150 --lists-per-batch 4 \
         --max-length 128 --threads 2 --repeats 3 --out bench_trl.json
 
-Mid-size check (~10 min): `python scripts/bench_trl.py --ks 4 --train-lists 200 --repeats 1`.
+Mid-size check (~15 min): `python scripts/bench_trl.py --ks 4 --train-lists 200 --repeats 1`.
+On a loaded machine use `--threads 1`: a 2-thread process stalls in OpenMP barriers whenever
+another process holds one of the 2 cores (steps measured 3x slower at load 4).
 Smoke (tests): `python scripts/bench_trl.py --quick --backbone tiny_bert --vader-dir DIR`.
 VADER: `--vader-dir`, else $RANKRM_VADER_DIR, else /work/shared/data/vader-human-sentiment.
 Goals (measured, not asserted): rankrm >= 3x TRL lists/s at K=4, >= 7x at K=9, val pair

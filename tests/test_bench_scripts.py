@@ -67,8 +67,8 @@ def test_bench_overhead_reports_all_three_parts(tmp_path: Path, vader_dir: Path)
     over = res["overhead"]
     assert over["steps"] == 4  # 8 lists, 2 per batch
     assert over["bare_s"] > 0 and over["lightning_loop_s"] > 0 and over["fit_over_bare"] > 0
-    assert [r["batching"] for r in res["padding"]] == ["length-grouped", "random"]
-    for r in res["padding"]:
+    assert [r["batching"] for r in res["padding"]] == ["untrained (reference)", "length-grouped", "random"]
+    for r in res["padding"][1:]:
         assert 0.0 <= r["pad_share"] < 1.0 and 0.0 <= r["val_pair_acc"] <= 1.0
     parts = {r["part"]: r for r in res["step_parts"]}
     assert {"forward", "loss", "backward_opt", "metrics", "step"} <= set(parts)
@@ -79,8 +79,8 @@ def test_bench_overhead_reports_all_three_parts(tmp_path: Path, vader_dir: Path)
 def test_bench_ddp_runs_two_ranks_with_the_same_global_batch(tmp_path: Path, vader_dir: Path) -> None:
     res = run_script("bench_ddp.py", tmp_path, vader_dir)
     rows = {r["config"]: r for r in res["rows"]}
-    assert set(rows) == {"trainer=cpu", "trainer=ddp devices=2"}
-    single, ddp = rows["trainer=cpu"], rows["trainer=ddp devices=2"]
+    assert set(rows) == {"trainer=cpu threads=2", "trainer=ddp devices=2"}
+    single, ddp = rows["trainer=cpu threads=2"], rows["trainer=ddp devices=2"]
     assert single["ranks_reporting"] == 1 and ddp["ranks_reporting"] == 2
     assert ddp["world_size"] == 2 and ddp["per_rank_batch"] == 1 and ddp["threads"] == 1
     # Global batch 2 lists: 4 steps over 8 lists, whether one process takes 2 or two take 1 each.

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from rankrm.errors import RankrmError
 from rankrm.pruning import OptunaPruning
-from rankrm.sweep import _finish, _settings, sweep
+from rankrm.sweep import _finish, _last_wins, _settings, sweep
 from rankrm.sweep_space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
 from rankrm.sweep_study import PRUNED_ATTR, PRUNER_ATTR, budget_left, open_storage, open_study, requeue
 from rankrm.sweep_trial import Outcome
@@ -260,6 +260,13 @@ def test_config_errors_exit_2_with_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("rankrm: error: params.optimizer.lr")
     r = _sweep_cli(tmp_path, command, "report_only=true", "dir=" + str(tmp_path / "nothing"))
     assert r.returncode == 2 and "no sweep storage" in r.stderr
+    assert _sweep_cli(tmp_path, command, "n_trials=1").returncode == 0
+    r = _sweep_cli(tmp_path, command, "n_trials=2", "objectives=[{metric:val/loss,direction:maximize}]")
+    assert r.returncode == 2 and "was run with objectives ['val/ndcg']" in r.stderr
+
+
+def test_later_fixed_overrides_win():
+    assert _last_wins(["a=1", "++b.c=2", "+a=3", "d=4"]) == ["++b.c=2", "+a=3", "d=4"]
 
 
 # ---------------------------------------------------------------- real tiny sweeps through the CLI

@@ -181,7 +181,8 @@ class RankDataModule(pl.LightningDataModule):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # A private generator: each new iterator draws a worker base seed, which would otherwise
         # advance the global RNG (dropout's) and make a resumed run draw other dropout masks.
-        return ResumableLoader(self.datasets[split], batch_sampler=self.sampler(split, replicas, rank),  # type: ignore[index]
+        items = self.datasets[split]  # type: ignore[index]
+        return ResumableLoader(items, batch_sampler=self.sampler(split, replicas, rank),
                                collate_fn=self.collator, num_workers=self.num_workers,
                                persistent_workers=self.num_workers > 0,
                                generator=torch.Generator().manual_seed(self.seed))
