@@ -67,6 +67,7 @@ def _param_axis(ax: Any, dist: Any, values: list[Any]) -> list[Any]:
     if isinstance(dist, CategoricalDistribution):
         choices = list(dist.choices) + [v for v in dict.fromkeys(values) if v not in dist.choices]
         ax.set_xticks(range(len(choices)), [str(c) for c in choices], rotation=30, fontsize=7)
+        ax.set_xlim(-0.5, len(choices) - 0.5)  # every choice visible, sampled or not
         return [choices.index(v) for v in values]
     if isinstance(dist, (FloatDistribution, IntDistribution)):
         if dist.log:
@@ -88,7 +89,8 @@ def params_vs_objective(done: list[FrozenTrial], objective: Objective, index: in
         having = [t for t in done if name in t.params]  # conditional params are absent in some trials
         if having:
             xs = _param_axis(ax, having[-1].distributions[name], [t.params[name] for t in having])
-            ax.scatter(xs, [t.values[index] for t in having], s=18, c=[t.number for t in having], cmap="viridis")
+            ax.scatter(xs, [t.values[index] for t in having], s=18, c=[t.number for t in having], cmap="viridis",
+                       vmin=0, vmax=max(t.number for t in done))  # one colour scale across panels
         ax.set(xlabel=name)
     axes[0][0].set_ylabel(objective.metric)
     fig.suptitle(f"{objective.metric} vs params (colour: trial number)", fontsize=10)
