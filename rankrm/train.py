@@ -259,7 +259,11 @@ def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str 
         return f"skipped: {e}"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# Absolute, so the console scripts and `python -m` resolve it alike (conf/ is at the repo root).
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)

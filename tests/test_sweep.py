@@ -20,11 +20,11 @@ from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from rankrm.errors import RankrmError
-from rankrm.pruning import OptunaPruning
-from rankrm.sweep import _finish, _last_wins, _settings, sweep
-from rankrm.sweep_space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
-from rankrm.sweep_study import PRUNED_ATTR, PRUNER_ATTR, budget_left, open_storage, open_study, requeue
-from rankrm.sweep_trial import Outcome
+from rankrm.sweep.pruning import OptunaPruning
+from rankrm.sweep.runner import _finish, _last_wins, _settings, sweep
+from rankrm.sweep.space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
+from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, budget_left, open_storage, open_study, requeue
+from rankrm.sweep.trial import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]

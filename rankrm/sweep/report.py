@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from rankrm.io import atomic_write_text
-from rankrm.sweep_space import Objective
-from rankrm.sweep_study import PRUNED_ATTR, PRUNER_ATTR, retried
+from rankrm.sweep.space import Objective
+from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, retried
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fewer completed trials give importances that mean nothing
 SHOWN_METRICS = ("val/pair_acc", "val/kendall_tau")  # always in the table, objectives or not
@@ -146,7 +146,7 @@ def _dashboard_arg(url: str) -> str:
 
 def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objective], storage: str) -> Path:
     """Write `<sweep_dir>/report.md` and `<sweep_dir>/figures/*.png`; returns the report path."""
-    from rankrm.sweep_plots import write_figures
+    from rankrm.sweep.plots import write_figures
 
     trials = study.get_trials(deepcopy=False)
     states = {s.name: sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)}

@@ -15,7 +15,7 @@ import optuna  # noqa: E402
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from rankrm.sweep_space import Objective  # noqa: E402
+from rankrm.sweep.space import Objective  # noqa: E402
 
 MAX_PARAMS = 8  # columns of the param figure; more would be unreadable
 

@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from rankrm.errors import RankrmError
-from rankrm.sweep_space import Objective, hydra_value, override_key, parse_objectives, parse_space, sample, to_overrides
-from rankrm.sweep_study import (PRUNED_ATTR, PRUNER_ATTR, budget_left, build_pruner, build_sampler, load_study,
+from rankrm.sweep.space import Objective, hydra_value, override_key, parse_objectives, parse_space, sample, to_overrides
+from rankrm.sweep.study import (PRUNED_ATTR, PRUNER_ATTR, budget_left, build_pruner, build_sampler, load_study,
                                 open_storage, open_study, recover_dead_trials, requeue, storage_url, worker_token)
-from rankrm.sweep_trial import (Outcome, default_command, die_with_parent, drop_checkpoints, objective_values,
+from rankrm.sweep.trial import (Outcome, default_command, die_with_parent, drop_checkpoints, objective_values,
                                 run_child, summary_attrs)
 
 log = logging.getLogger("rankrm.sweep")
@@ -80,7 +80,7 @@ def _child_command(s: dict[str, Any], trial: optuna.Trial, params: dict[str, Any
     cmd.append(f"hydra.run.dir={hydra_value(str(trial_dir))}")
     if s["pruning"]:
         cb = "+callbacks.optuna_pruning"
-        cmd += [f"{cb}._target_=rankrm.pruning.OptunaPruning", f"{cb}.storage={hydra_value(s['url'])}",
+        cmd += [f"{cb}._target_=rankrm.sweep.pruning.OptunaPruning", f"{cb}.storage={hydra_value(s['url'])}",
                 f"{cb}.study_name={hydra_value(s['study_name'])}", f"{cb}.trial_id={trial._trial_id}",
                 f"{cb}.monitor={hydra_value(s['objectives'][0].metric)}"]
     return cmd
@@ -197,7 +197,7 @@ def _spawn_workers(s: dict[str, Any]) -> None:
 
 def sweep(cfg: dict[str, Any]) -> int:
     """Run (or resume) the sweep described by `cfg`, write the report; returns the exit code."""
-    from rankrm.sweep_report import write_report  # matplotlib only when needed
+    from rankrm.sweep.report import write_report  # matplotlib only when needed
 
     s = _settings(cfg)
     if s["report_only"]:
@@ -235,7 +235,11 @@ def sweep(cfg: dict[str, Any]) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+# Absolute, so the console scripts and `python -m` resolve it alike (conf/ is at the repo root).
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sweep")
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:

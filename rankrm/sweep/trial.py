@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rankrm.sweep_space import Objective, metric_value
+from rankrm.sweep.space import Objective, metric_value
 
 log = logging.getLogger("rankrm.sweep")
 _PR_SET_PDEATHSIG = 1

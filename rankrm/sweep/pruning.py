@@ -1,7 +1,7 @@
 """Lightning callback that reports validation metrics of a sweep trial to Optuna and stops a bad run.
 
 The sweep runs each trial as a `rankrm.train` subprocess; it adds this callback with overrides
-  +callbacks.optuna_pruning._target_=rankrm.pruning.OptunaPruning
+  +callbacks.optuna_pruning._target_=rankrm.sweep.pruning.OptunaPruning
   +callbacks.optuna_pruning.storage=<url> ...study_name=<name> ...trial_id=<id> ...monitor=val/pair_acc
 The callback opens the same storage, reports `monitor` at every validation (step = global step)
 and asks the study's pruner (spec stored on the study by the sweep). When pruned, it records
@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import optuna
 from lightning.pytorch.trainer.states import TrainerFn
 
-from rankrm.sweep_study import PRUNED_ATTR, PRUNER_ATTR, build_pruner, open_storage
+from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, build_pruner, open_storage
 
 log = logging.getLogger("rankrm")
 

@@ -1,0 +1,3 @@
+from rankrm.sweep.runner import main
+
+main()
