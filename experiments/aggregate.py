@@ -72,8 +72,8 @@ def table(spec: Spec, arms: dict[str, list[dict[str, Any]]]) -> str:
     for arm in [a for a in spec.arms if a in arms]:
         recs = arms[arm]
         values = [[v for r in recs if (v := metric(r, p)) is not None] for _, p, _ in cols]
-        cells = [fmt(vs, 0 if vs and all(v == int(v) and abs(v) > 1 for v in vs) else d)  # counts: no decimals
-                 for vs, (_, _, d) in zip(values, cols)]
+        cells = [fmt(vs, 0 if i >= len(COLUMNS) and all(v == int(v) for v in vs) else d)  # extra counts: no decimals
+                 for i, (vs, (_, _, d)) in enumerate(zip(values, cols))]
         lines.append(f"| {arm} | {len(recs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
