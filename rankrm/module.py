@@ -145,7 +145,7 @@ class RankRMModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise RankrmError("no trainable parameters: check backbone.freeze")
-        optimizer = self.optimizer_factory(params=params)  # hyperparameters: see rankrm.train.check_optimizer
+        optimizer = self.optimizer_factory(params=params)  # hyperparameters: see rankrm.preflight.check_optimizer
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer=optimizer,
