@@ -100,7 +100,8 @@ def section(spec: Spec, runs: dict[str, dict[str, list[dict[str, Any]]]], findin
     for budget, arms in sorted(runs.items()):
         out += ["```", command_line(spec.name, budget), "```", "", budget_label(spec, budget, arms), "",
                 table(spec, arms), ""]
-        missing = [a for a in spec.arms if a not in arms]
+        missing = [a + (" (GPU arm: `--budget full` only)" if a in spec.gpu_arms else "")
+                   for a in spec.arms if a not in arms]
         if missing:
             out += [f"Arms not run at this budget: {', '.join(missing)}.", ""]
         if spec.note:
@@ -130,6 +131,11 @@ budget used here because the CPU was shared. Every table names the budget it ran
 `python experiments/run.py <ablation> --budget full --set trainer=gpu data.limit_train=null
 data.limit_val=null data.limit_test=null` (all of VADER; the decoder arm of the pooling ablation
 runs only with `--budget full`).
+
+Code version: runs record the commit they ran from (`code` in each record; older records lack it).
+Most of these runs were made while the rest of rankrm was still being edited in the same tree (for
+instance length-bucketed encoding landed mid-way), so arms of one table may come from slightly different
+code: a noise-level change (same configs, different dropout draws), but rerun at one commit for final numbers.
 """
 
 

@@ -7,6 +7,7 @@ Each run goes to `<root>/runs/<ablation>/<budget>/<arm>/seed<s>/` (export=false:
 its compact record (metrics.json + the per-epoch val curve + the exact command) to
 `<root>/results/<ablation>/<budget>/<arm>/seed<s>.json`, the only thing that is committed.
 Resumable: a run whose result exists is skipped; a run whose metrics.json exists is only collected.
+A collected run's checkpoints/ is deleted (~0.5 GB each) unless --keep-checkpoints.
 `--smoke` checks a config end to end in seconds: tiny random backbone, a few lists, 2 steps.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -96,18 +98,29 @@ def val_curve(csv_path: Path, epochs: int) -> list[dict[str, float]]:
             for r in during_fit]
 
 
+def code_version() -> dict[str, Any]:
+    """The commit the run's code came from and the files that differed from it (other people edit
+    the same tree while ablations run, so a result is only reproducible from both)."""
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    dirty = git("status", "--porcelain", "--", "rankrm", "conf", "pyproject.toml").splitlines()
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": sorted(line[3:] for line in dirty)}
+
+
 def collect(run: Run, cmd: list[str], smoke: bool) -> dict[str, Any]:
     """metrics.json + val curve + provenance -> the committed result record."""
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     metrics.pop("best_checkpoint", None)  # a path into the uncommitted run dir
     shown = ["python", *cmd[1:-1]]  # the interpreter path and the run dir are machine-specific
     return {"ablation": run.ablation, "budget": run.budget, "arm": run.arm, "seed": run.seed,
-            "smoke": smoke, "overrides": run.overrides, "command": " ".join(shown),
+            "smoke": smoke, "overrides": run.overrides, "command": " ".join(shown), "code": code_version(),
             "metrics": metrics,
             "val_curve": val_curve(run.run_dir / "csv" / "metrics.csv", metrics["train"]["epochs"])}
 
 
-def execute(run: Run, threads: int, smoke: bool) -> bool:
+def execute(run: Run, threads: int, smoke: bool, keep_checkpoints: bool = False) -> bool:
     """Run (or only collect) one arm x seed; True if its result now exists."""
     if run.result.is_file():
         print(f"skip   {run.arm} seed{run.seed}: {run.result.relative_to(run.result.parents[3])} exists")
@@ -126,6 +139,8 @@ def execute(run: Run, threads: int, smoke: bool) -> bool:
         print(f"done   {run.arm} seed{run.seed} in {time.time() - start:.0f} s", flush=True)
     run.result.parent.mkdir(parents=True, exist_ok=True)
     run.result.write_text(json.dumps(collect(run, cmd, smoke), indent=1, sort_keys=True) + "\n")
+    if not keep_checkpoints:  # ~0.5 GB per full fine-tune (weights + Adam state); the record has the numbers
+        shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)
     return True
 
 
@@ -138,6 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
     p.add_argument("--smoke", action="store_true", help="tiny backbone, tiny data, 2 steps: checks the config runs")
     p.add_argument("--root", type=Path, default=EXP_DIR, help="runs/ and results/ go under it")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (deleted once collected)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides for every run")
     return p.parse_args(argv)
 
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.ablation)
     runs = plan(spec, args.budget, args.seeds or spec.seeds, args.arms, args.root.resolve(),
                 smoke=args.smoke, extra=tuple(args.set))
-    ok = [execute(r, args.threads, args.smoke) for r in runs]
+    ok = [execute(r, args.threads, args.smoke, args.keep_checkpoints) for r in runs]
     print(f"{sum(ok)}/{len(ok)} runs of {spec.name} ({args.budget}) have results")
     return 0 if all(ok) else 1
 

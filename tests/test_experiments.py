@@ -89,6 +89,8 @@ def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: di
     assert rec["metrics"]["train"]["global_steps"] == 2
     assert 0.0 <= rec["metrics"]["val"]["pair_acc"] <= 1.0 and rec["val_curve"]
     assert f"experiment={name}" in rec["command"] and "backbone=tiny_" in rec["command"]
+    run_dir = tmp_path / "runs" / name / "quick" / SMOKE_ARM[name] / "seed0"
+    assert (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints").exists()
     capsys.readouterr()
     assert runner.main(argv) == 0  # resumable: the second call finds the result and runs nothing
     assert "skip" in capsys.readouterr().out
