@@ -69,6 +69,8 @@ def _final_metrics(trainer: Any, module: Any, dm: Any, cfg: DictConfig) -> dict[
     stages = [("val", trainer.validate)] + ([("test", trainer.test)] if cfg.test else [])
     for stage, run in stages:
         results = run(module, datamodule=dm, verbose=stage == "test")
+        if not results:  # an empty split gives Lightning nothing to report
+            raise RankrmError(f"the {stage} split has no lists: check the data source and limits")
         out[stage] = {k.split("/", 1)[1]: float(v) for k, v in results[0].items() if k.startswith(stage)}
     return out
 

@@ -125,8 +125,17 @@ def test_setup_once_stats_and_summary(tok, tmp_path: Path, caplog: pytest.LogCap
 
 def test_no_training_lists_is_a_user_error(tok, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"responses": ["x", "y"], "scores": [1, 1]}] * 3)
-    with pytest.raises(RankrmError, match="no training lists left.*tied_dropped"):
+    with pytest.raises(RankrmError, match="no train lists left.*tied_dropped"):
         _dm(tok, path).setup("fit")
+
+
+def test_no_val_lists_is_a_user_error(tok, tmp_path: Path) -> None:
+    """Val picks the best checkpoint: a val file whose lists all tie stops the run before training."""
+    train = write_jsonl(tmp_path / "train.jsonl", strict_rows(8))
+    val = write_jsonl(tmp_path / "val.jsonl", [{"responses": ["x", "y"], "scores": [1, 1]}] * 3)
+    dm = RankDataModule(tok, {"reader": "jsonl", "train": str(train), "val": str(val), "test": str(train)}, seed=0)
+    with pytest.raises(RankrmError, match="no val lists left.*tied_dropped"):
+        dm.setup("fit")
 
 
 def test_padding_side_of_the_tokenizer_is_respected(tmp_path: Path) -> None:

@@ -165,10 +165,11 @@ class RankDataModule(pl.LightningDataModule):
                             "over_limit": len(untied) - len(limited), **counts}
             stats[split].update(self._split_stats(split, kept, datasets[split]))
         self.stats = stats
-        if not datasets["train"]:
-            raise RankrmError(f"{describe(self.source)}: no training lists left after validation and filtering "
-                              f"(all labels tied, longer than data.max_length with overlong=filter, or limits): "
-                              f"{summary(stats)}")
+        for split in ("train", "val"):  # val picks the best checkpoint: an empty one is an error too
+            if not datasets[split]:
+                raise RankrmError(f"{describe(self.source)}: no {split} lists left after validation and filtering "
+                                  f"(all labels tied, longer than data.max_length with overlong=filter, too few "
+                                  f"texts for data.source.k / min_gap, or limits): {summary(stats)}")
         self.datasets = datasets
         rank_zero_info(summary(stats))
         if drops.examples and rank_zero_only.rank == 0:
