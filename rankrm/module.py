@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
@@ -18,24 +17,6 @@ from rankrm.metrics import RankingMetrics
 from rankrm.model import RewardModel
 
 Batch = Mapping[str, torch.Tensor]
-
-
-def warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1,
-                 decay: str = "linear") -> LambdaLR:
-    """Linear warmup over `warmup_ratio * total_steps`, then linear/cosine decay to 0 or constant."""
-    warmup = int(warmup_ratio * total_steps)
-    if decay not in ("linear", "cosine", "constant"):
-        raise RankrmError(f"scheduler.decay must be linear, cosine or constant, got {decay!r}")
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if decay == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
 
 
 def loss_fn(name: str) -> Callable[..., torch.Tensor]:

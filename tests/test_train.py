@@ -112,3 +112,22 @@ def test_unknown_group_option_lists_the_choices(tmp_path: Path) -> None:
     proc = run_cli(["loss=nope"], tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "ranklist" in proc.stderr and "listmle" in proc.stderr
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine", "constant"])
+def test_warmup_decay_schedule(decay: str) -> None:
+    from rankrm.schedules import warmup_decay
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    sched = warmup_decay(opt, total_steps=20, warmup_ratio=0.25, decay=decay)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([2.0 * (s + 1) / 6 for s in range(5)])  # warmup: 5 steps
+    assert lrs[5] == pytest.approx(2.0) and max(lrs) == pytest.approx(2.0)
+    if decay == "constant":
+        assert lrs[5:] == pytest.approx([2.0] * 15)
+    else:
+        assert all(a >= b for a, b in zip(lrs[5:], lrs[6:])) and lrs[-1] < 0.3
