@@ -30,6 +30,19 @@ if str(REPO) not in sys.path:  # the scripts run from a checkout: use its rankrm
     sys.path.insert(1, str(REPO))
 
 
+def common_args(p: Any, train_help: str) -> None:
+    """The options every benchmark script shares (data, sizes, output); each script adds its own."""
+    p.add_argument("--vader-dir", default=None, help="VADER dir (default $RANKRM_VADER_DIR)")
+    p.add_argument("--train-lists", type=int, default=200, help=train_help)
+    p.add_argument("--max-length", type=int, default=128, help="data.max_length (max tokens per response)")
+    p.add_argument("--backbone", default="minilm", help="backbone config (conf/backbone/)")
+    p.add_argument("--min-gap", type=float, default=0.25, help="VADER: least gap between neighbours")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="where lists, logs and run dirs go (default: temp)")
+    p.add_argument("--out", default=None, help="write results: *.json (data + tables) or *.md")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
+
+
 def vader_dir(flag: str | None) -> str:
     """`--vader-dir`, else $RANKRM_VADER_DIR, else the shared copy on the dev machine."""
     return flag or os.environ.get("RANKRM_VADER_DIR") or DEFAULT_VADER_DIR

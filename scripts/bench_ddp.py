@@ -44,22 +44,14 @@ COLUMNS = [("config", "config"), ("processes", "processes"), ("threads", "thread
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--vader-dir", default=None, help="VADER dir (default $RANKRM_VADER_DIR)")
+    bc.common_args(p, train_help="training lists (one epoch)")
     p.add_argument("--k", type=int, default=4, help="list length K")
-    p.add_argument("--min-gap", type=float, default=0.25, help="VADER: least gap between neighbours")
-    p.add_argument("--train-lists", type=int, default=200, help="training lists (one epoch)")
     p.add_argument("--val-lists", type=int, default=16, help="val lists (the runner wants some)")
     p.add_argument("--lists-per-batch", type=int, default=8, help="GLOBAL batch in lists")
-    p.add_argument("--max-length", type=int, default=128, help="data.max_length")
-    p.add_argument("--backbone", default="minilm", help="backbone config (conf/backbone/)")
     p.add_argument("--loss", default="ranklist", help="loss config (conf/loss/)")
     p.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="DDP process counts to run")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="threads shared by the processes")
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians reported")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None, help="where lists, logs and run dirs go (default: temp)")
-    p.add_argument("--out", default=None, help="write results: *.json (data + table) or *.md")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
     args = p.parse_args(argv)
     if args.quick:
         args.k, args.train_lists, args.val_lists, args.lists_per_batch, args.repeats = 3, 8, 4, 2, 1

@@ -40,22 +40,14 @@ import bench_common as bc  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--vader-dir", default=None, help="VADER dir (default $RANKRM_VADER_DIR)")
+    bc.common_args(p, train_help="lists in the timed epoch")
     p.add_argument("--k", type=int, default=4, help="list length K")
-    p.add_argument("--min-gap", type=float, default=0.25, help="VADER: least gap between neighbours")
-    p.add_argument("--train-lists", type=int, default=200, help="lists in the timed epoch")
     p.add_argument("--val-lists", type=int, default=100, help="held-out lists for the padding accuracy check")
     p.add_argument("--lists-per-batch", type=int, default=8, help="data.batch_size")
-    p.add_argument("--max-length", type=int, default=128, help="data.max_length")
     p.add_argument("--loss", default="ranklist", help="loss config (conf/loss/) of the timed epochs")
-    p.add_argument("--backbone", default="minilm", help="backbone config (conf/backbone/)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--repeats", type=int, default=1, help="timed epochs per loop; medians reported")
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed bare steps before timing")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None, help="where the lists go (default: temp)")
-    p.add_argument("--out", default=None, help="write results: *.json (data + tables) or *.md")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
     args = p.parse_args(argv)
     if args.quick:
         args.k, args.train_lists, args.val_lists, args.lists_per_batch = 3, 8, 4, 2

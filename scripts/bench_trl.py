@@ -60,24 +60,15 @@ COLUMNS = [("k", "K"), ("system", "system"), ("lists_per_s", "lists/s"), ("pairs
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    bc.common_args(p, train_help="training lists (one epoch)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one system from a spec file
-    p.add_argument("--vader-dir", default=None, help="VADER dir (default $RANKRM_VADER_DIR)")
     p.add_argument("--ks", type=int, nargs="+", default=[4, 9], help="list lengths K to measure")
-    p.add_argument("--train-lists", type=int, default=200, help="training lists (one epoch)")
     p.add_argument("--val-lists", type=int, default=100, help="held-out lists scored by all systems")
     p.add_argument("--lists-per-batch", type=int, default=4, help="batch in lists (pairs: x C(K,2))")
-    p.add_argument("--max-length", type=int, default=128, help="max tokens per response")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (all systems)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per system")
     p.add_argument("--repeats", type=int, default=1, help="runs per system; medians are reported")
-    p.add_argument("--backbone", default="minilm", help="rankrm backbone config (conf/backbone/)")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    p.add_argument("--min-gap", type=float, default=0.25,
-                   help="VADER: least rating gap between neighbours (0.5 leaves ~17 lists at K=9)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None, help="where lists, logs and run dirs go (default: temp)")
-    p.add_argument("--out", default=None, help="write results: *.json (data + table) or *.md")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test (K=3, 8 lists)")
     args = p.parse_args(argv)
     if args.quick:
         args.ks, args.train_lists, args.val_lists, args.lists_per_batch = [3], 8, 4, 2
