@@ -51,6 +51,41 @@ LORA_TARGETS = {
 }
 
 
+def length_chunks(lengths: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """Split rows into at most `n` chunks of similar length, padding each to its own longest row.
+
+    lengths: (N,) real tokens per row. Returns index tensors (into `lengths`), shortest rows first,
+    whose concatenation is a permutation of range(N). The split points minimise the padded cells
+    sum(len(chunk) * max(chunk)) exactly (dynamic programming over the sorted lengths, O(n N^2));
+    equal-count chunks leave ~1.5x more padding on VADER's K=4 batches. Of equally good splits the
+    one with fewest chunks wins (each chunk is one more backbone call).
+    """
+    order = lengths.argsort(stable=True)  # (N,) shortest first
+    ls = lengths[order].tolist()
+    size = len(ls)
+    # best[j] = least cells for the first j sorted rows with k chunks; cut[k][j] = start of the last chunk.
+    best = [0] + [ls[j - 1] * j for j in range(1, size + 1)]
+    cuts = [[0] * (size + 1)]
+    for _ in range(1, min(n, size)):
+        new, cut = best[:], [0] * (size + 1)
+        for j in range(1, size + 1):
+            for i in range(1, j):  # last chunk = sorted rows i..j-1, padded to ls[j - 1]
+                cells = best[i] + (j - i) * ls[j - 1]
+                if cells < new[j]:
+                    new[j], cut[j] = cells, i
+        if new[size] == best[size]:  # one more chunk saves nothing
+            break
+        best = new
+        cuts.append(cut)
+    ends, j = [size], size
+    for cut in reversed(cuts[1:]):  # walk back: a zero cut means this level added no chunk at j
+        if cut[j]:
+            j = cut[j]
+            ends.append(j)
+    ends.reverse()  # increasing chunk ends
+    return [order[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
 class RewardModel(nn.Module):
     """Backbone + pooling + scalar head: `forward(input_ids, attention_mask, token_type_ids) -> (N,)`."""
 
@@ -118,12 +153,12 @@ class RewardModel(nn.Module):
 
     def _score_bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        """Encode the N sequences sorted by length in `length_buckets` chunks, each cut to its own
-        longest row. Padding is masked, so the scores are the same; the padded compute is not:
+        """Encode the N sequences in at most `length_buckets` chunks of similar length
+        (`length_chunks`), each cut to its own longest row. Padding is masked, so the scores are the same; the padded compute is not:
         the responses of one list differ in length, which batching whole lists cannot fix."""
-        order = attention_mask.sum(-1).argsort()  # (N,) shortest first
+        order = torch.cat(idxs := length_chunks(attention_mask.sum(-1), self.length_buckets))  # (N,)
         chunks = []
-        for idx in order.tensor_split(self.length_buckets):
+        for idx in idxs:
             keep = attention_mask[idx].bool().any(0)  # (T,) columns with a real token in this chunk
             tt = None if token_type_ids is None else token_type_ids[idx][:, keep]
             chunks.append(self._score(input_ids[idx][:, keep], attention_mask[idx][:, keep], tt))

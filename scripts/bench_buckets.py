@@ -1,8 +1,9 @@
 """Padding left after length-aware batching, and what `backbone.length_buckets` buys back.
 
 The responses inside one list differ in length, so batching whole lists cannot remove all padding.
-`RewardModel(length_buckets=N)` encodes a batch's responses in N length-sorted chunks, each padded
-only to its own longest. This script prints, on the VADER train lists:
+`RewardModel(length_buckets=N)` encodes a batch's responses in at most N chunks of similar length
+(split points chosen to minimise padded cells), each padded only to its own longest. This script
+prints, on the VADER train lists:
 1. the padded-token share for N = 1..4, with and without length grouping (no model needed);
 2. fwd+bwd time of the real backbone over the same batches for each N (median of `--repeats`).
 
@@ -22,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from rankrm.backbones import build_reward_model
+from rankrm.model import length_chunks
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -36,8 +38,8 @@ def padded_share(batches: list[dict], buckets: int) -> float:
     real = padded = 0
     for b in batches:
         lens = b["attention_mask"].sum(-1)  # (N,)
-        order = lens.argsort()
-        chunks = order.tensor_split(buckets) if buckets > 1 and len(lens) >= 2 * buckets else [order]
+        # The model's own rule (RewardModel.forward chunks only batches of >= 2 * buckets rows).
+        chunks = length_chunks(lens, buckets) if len(lens) >= 2 * buckets else [lens.argsort()]
         padded += sum(len(idx) * int(lens[idx].max()) for idx in chunks)
         real += int(lens.sum())
     return 1 - real / padded
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="minilm")
     ap.add_argument("--batches", type=int, default=12, help="batches timed per repeat")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="0: padded shares only, no timing")
     ap.add_argument("--buckets", type=int, nargs="+", default=[1, 2, 3, 4])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,7 +73,7 @@ def main() -> None:
             for b in timed:
                 model(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).sum().backward()
             times[n].append(time.perf_counter() - start)
-    for n, ts in times.items():
+    for n, ts in times.items() if args.repeats else ():
         print(f"length_buckets={n}: median {statistics.median(ts):.2f} s for {len(timed)} fwd+bwd batches "
               f"({args.threads} thread(s), load {os.getloadavg()[0]:.1f})")
 

@@ -26,7 +26,7 @@ NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.
 SMOKE_ARM = {"lists_vs_pairs": "pairs_pairwise", "loss_family": "listmle", "list_length": "k9",
              "margin": "label_gap", "what_trains": "lora", "pooling": "smollm2_last_token",
-             "overlong": "truncate", "loss_family_oasst": "lambdarank"}
+             "overlong": "truncate", "loss_family_oasst": "lambdarank", "seed_tsv": "seed_recipe"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,10 @@ def data_overrides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("data")
     vader = write_vader(root / "vader", n=240, domains=tuple(VADER_FILES))
     trees = write_jsonl(root / "trees.jsonl", [oasst_tree(f"t{i}") for i in range(12)])
-    return {"vader": f"data.source.data_dir={vader}", "oasst": f"data.source.path={trees}"}
+    tsv = root / "seed.tsv"  # the seed article's format: one best-first list per line, TAB-separated
+    tsv.write_text("".join(f"best {i}\tgood {i}\tbad {i}\t\"worst, {i}\"\n" for i in range(40)))
+    return {"vader": f"data.source.data_dir={vader}", "oasst": f"data.source.path={trees}",
+            "seed_tsv": f"data.source.path={tsv}"}
 
 
 def test_experiment_list_is_complete() -> None:
@@ -79,7 +82,7 @@ def _parse(value: str) -> Any:
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: dict[str, str],
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    data = data_overrides["oasst" if name.endswith("oasst") else "vader"]
+    data = data_overrides[{"loss_family_oasst": "oasst", "seed_tsv": "seed_tsv"}.get(name, "vader")]
     argv = [name, "--smoke", "--root", str(tmp_path), "--seeds", "0", "--arms", SMOKE_ARM[name],
             "--threads", "1", "--set", data]
     assert runner.main(argv) == 0, (tmp_path / "runs").rglob("run.log").__next__().read_text()[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,31 @@ def test_length_buckets_give_the_same_scores_and_gradients(name: str, side: str)
         grads.append((s.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
     torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=0)
     torch.testing.assert_close(grads[0][1], grads[1][1], atol=2e-4, rtol=1e-3)  # float summation order
+
+
+def brute_force_cells(lengths: list[int], n: int) -> int:
+    """Least padded cells over every split of the sorted lengths into at most n contiguous chunks."""
+    ls = sorted(lengths)
+    best = len(ls) * ls[-1]
+    for k in range(1, min(n, len(ls))):
+        for cut in itertools.combinations(range(1, len(ls)), k):
+            bounds = [0, *cut, len(ls)]
+            best = min(best, sum((b - a) * ls[b - 1] for a, b in zip(bounds, bounds[1:])))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_length_chunks_are_optimal_against_brute_force(seed: int) -> None:
+    """length_chunks: a partition of all rows into <= n chunks with the least padded cells (brute force)."""
+    from rankrm.model import length_chunks
+
+    g = torch.Generator().manual_seed(seed)
+    size, n = int(torch.randint(1, 11, (1,), generator=g)), int(torch.randint(1, 5, (1,), generator=g))
+    lengths = torch.randint(1, 8, (size,), generator=g)  # few distinct values: many ties
+    chunks = length_chunks(lengths, n)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(size))
+    assert 1 <= len(chunks) <= n and all(len(c) for c in chunks)
+    cells = sum(len(c) * int(lengths[c].max()) for c in chunks)
+    assert cells == brute_force_cells(lengths.tolist(), n)
+    if len(chunks) > 1:  # fewest chunks among the optimal splits
+        assert brute_force_cells(lengths.tolist(), len(chunks) - 1) > cells
