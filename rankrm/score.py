@@ -38,7 +38,8 @@ def load_exported(model_dir: str | Path) -> tuple[Any, Any]:
         raise RankrmError(f"{d} is not an exported model dir (no config.json); export one with rankrm-train")
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(d)
+        # safetensors only: a pickled pytorch_model.bin can run code on load, and exports never write one.
+        model = AutoModelForSequenceClassification.from_pretrained(d, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(d)
     except (OSError, ValueError) as e:
         raise RankrmError(f"could not load the model in {d}: {str(e).splitlines()[0]}") from e

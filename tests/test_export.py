@@ -190,3 +190,16 @@ def test_score_jsonl_with_prompts(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as err:
         score_main([str(out), "--jsonl", str(src)])
     assert err.value.code == 2
+
+
+def test_score_refuses_a_pickled_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A model dir holding only pytorch_model.bin (pickle) is refused, not loaded."""
+    model, tok = build("tiny_bert")
+    out = export_model(model, tok, tmp_path / "model")
+    clf = AutoModelForSequenceClassification.from_pretrained(out)
+    (out / "model.safetensors").unlink()
+    torch.save(clf.state_dict(), out / "pytorch_model.bin")  # what an old-style checkpoint holds
+    assert (out / "pytorch_model.bin").is_file() and not (out / "model.safetensors").exists()
+    with pytest.raises(SystemExit) as err:
+        score_main([str(out), "a", "b"])
+    assert err.value.code == 2 and "could not load the model" in capsys.readouterr().err
