@@ -34,7 +34,7 @@ def compose_train(*overrides: str):
 
 
 def padded_share(batches: list[dict], buckets: int) -> float:
-    """Share of padded positions when each batch is encoded in `buckets` length-sorted chunks."""
+    """Share of padded positions when each batch is encoded as the model does with `buckets` chunks."""
     real = padded = 0
     for b in batches:
         lens = b["attention_mask"].sum(-1)  # (N,)
