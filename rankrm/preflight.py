@@ -86,6 +86,21 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise RankrmError(f"optimizer/scheduler config: {e}") from None
 
 
+def check_accelerator(trainer: DictConfig) -> None:
+    """A GPU trainer on a machine torch sees no GPU on, or FSDP on CPU, fails here with what to set
+    (Lightning would fail later, from inside the Trainer)."""
+    import torch
+
+    accelerator, strategy = str(trainer.get("accelerator", "auto")), str(trainer.get("strategy", "auto"))
+    if strategy.startswith("fsdp") and accelerator == "cpu":
+        raise RankrmError("trainer.strategy=fsdp runs on GPUs only (Lightning refuses FSDP on CPU): "
+                          "use trainer=ddp for several CPU processes")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RankrmError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU (torch {torch.__version__}, "
+                          f"CUDA build: {torch.version.cuda or 'none'}): use trainer=cpu, or trainer=ddp for "
+                          "several CPU processes")
+
+
 def _read_data(cfg: DictConfig) -> Any:
     """Read and validate every record now (no tokenizer needed); the data module reuses the lists."""
     from rankrm.data.sources import read_source
@@ -110,6 +125,7 @@ def preflight(cfg: DictConfig) -> tuple[Any, str | None]:
     check_config(cfg)
     ckpt_path = _resume_path(cfg)
     data = _read_data(cfg)
-    check_loss(cfg.loss)  # these two import torch (the schedule: Lightning)
+    check_loss(cfg.loss)  # these import torch (the schedule: Lightning)
     check_optimizer(cfg)
+    check_accelerator(cfg.trainer)
     return data, ckpt_path

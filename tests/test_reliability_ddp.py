@@ -21,10 +21,11 @@ import torch
 from data_fixtures import strict_rows, write_jsonl
 
 TOLERANCE = 1e-5  # absolute, on every val/test metric
-# absolute, on every weight after 8 steps: a tenth of one Adam step at lr 1e-3 (Adam scales each
+# absolute, on every weight after 8 steps: a quarter of one Adam step at lr 1e-3 (Adam scales each
 # gradient by its own running size, so rounding noise in a near-zero gradient moves that weight by
-# a fraction of a step; measured: 5e-5)
-WEIGHT_TOLERANCE = 1e-4
+# a fraction of a step; measured: 5e-5 with the for-loop AdamW, 1.1e-4 with the fused one). A wrong
+# shard or a doubled batch moves weights by whole steps.
+WEIGHT_TOLERANCE = 2.5e-4
 COMMON = ["backbone=tiny_bert", "backbone.dropout=0.0", "data=jsonl", "trainer.max_epochs=2",
           "trainer.deterministic=true", "threads=1", "optimizer.lr=1e-3", "loss=ranklist",
           "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]

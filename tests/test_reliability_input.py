@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from data_fixtures import strict_rows, write_jsonl
 
 BASE = ["backbone=tiny_bert", "data=jsonl", "data.batch_size=4", "trainer.max_epochs=1", "threads=1",
@@ -113,6 +114,17 @@ CONFIG_CASES = [
 
 @pytest.mark.parametrize("overrides, words", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_value_names_key(tmp_path: Path, overrides: list[str], words: list[str]) -> None:
+    path = write_jsonl(tmp_path / "lists.jsonl", strict_rows(12))
+    assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}", *overrides), *words)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy=fsdp", "GPUs only", "trainer=ddp"]),
+    pytest.param(["trainer=gpu"], ["trainer.accelerator=gpu", "no CUDA GPU", "trainer=cpu"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
+], ids=["fsdp_on_cpu", "gpu_without_cuda"])
+def test_trainer_needs_the_hardware_it_names(tmp_path: Path, overrides: list[str], words: list[str]) -> None:
+    """GPU trainer configs fail before any model loads, saying what to set, instead of inside Lightning."""
     path = write_jsonl(tmp_path / "lists.jsonl", strict_rows(12))
     assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}", *overrides), *words)
 
