@@ -86,12 +86,18 @@ def check_optimizer(cfg: DictConfig) -> None:
         raise RankrmError(f"optimizer/scheduler config: {e}") from None
 
 
-def check_accelerator(trainer: DictConfig) -> None:
-    """A GPU trainer on a machine torch sees no GPU on, or FSDP on CPU, fails here with what to set
-    (Lightning would fail later, from inside the Trainer)."""
+def check_trainer(cfg: DictConfig) -> None:
+    """What the trainer config asks of the machine and of rankrm, checked before Lightning starts:
+    a GPU trainer where torch sees no GPU, FSDP on CPU (Lightning refuses it), and export under FSDP."""
     import torch
 
+    trainer = cfg.trainer
     accelerator, strategy = str(trainer.get("accelerator", "auto")), str(trainer.get("strategy", "auto"))
+    if strategy.startswith("fsdp") and cfg.get("export"):
+        # Under FSDP every rank holds a shard; rank 0 alone cannot read the weights (state_dict() is a
+        # collective there), so exporting would hang. Gathering is not implemented (no GPU to test it on).
+        raise RankrmError("export=true is not supported with trainer.strategy=fsdp (the weights are sharded "
+                          "across ranks): set export=false; the checkpoints are still written")
     if strategy.startswith("fsdp") and accelerator == "cpu":
         raise RankrmError("trainer.strategy=fsdp runs on GPUs only (Lightning refuses FSDP on CPU): "
                           "use trainer=ddp for several CPU processes")
@@ -127,5 +133,5 @@ def preflight(cfg: DictConfig) -> tuple[Any, str | None]:
     data = _read_data(cfg)
     check_loss(cfg.loss)  # these import torch (the schedule: Lightning)
     check_optimizer(cfg)
-    check_accelerator(cfg.trainer)
+    check_trainer(cfg)
     return data, ckpt_path

@@ -120,11 +120,13 @@ def test_bad_config_value_names_key(tmp_path: Path, overrides: list[str], words:
 
 @pytest.mark.parametrize("overrides, words", [
     (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy=fsdp", "GPUs only", "trainer=ddp"]),
+    (["trainer=fsdp", "export=true"], ["export=true", "trainer.strategy=fsdp", "set export=false"]),
     pytest.param(["trainer=gpu"], ["trainer.accelerator=gpu", "no CUDA GPU", "trainer=cpu"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
-], ids=["fsdp_on_cpu", "gpu_without_cuda"])
+], ids=["fsdp_on_cpu", "fsdp_export", "gpu_without_cuda"])
 def test_trainer_needs_the_hardware_it_names(tmp_path: Path, overrides: list[str], words: list[str]) -> None:
-    """GPU trainer configs fail before any model loads, saying what to set, instead of inside Lightning."""
+    """GPU trainer configs fail before any model loads, saying what to set, instead of inside Lightning
+    (or, for an FSDP export, hanging in a collective only rank 0 entered)."""
     path = write_jsonl(tmp_path / "lists.jsonl", strict_rows(12))
     assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}", *overrides), *words)
 
