@@ -8,6 +8,7 @@ any point leaves the old file (or none) and no temp file. Light: json/os only (n
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -48,12 +49,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """JSON with non-finite floats written as null: NaN and Infinity are not JSON (jq, JavaScript and
+    strict parsers reject them), and a split without pairs has a NaN pair accuracy."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "item"):  # torch / numpy scalars
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
+def _finite(x: Any) -> Any:
+    """Containers, torch / numpy values -> plain JSON values; NaN and +-inf -> None."""
+    if hasattr(x, "tolist"):  # torch / numpy scalars and arrays
+        x = x.tolist()
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x

@@ -278,3 +278,17 @@ def test_sweep_killed_mid_trial_keeps_completed_trials_and_reaches_n_trials(data
         before[0].state, before[0].values, before[0].datetime_start)  # the completed trial is kept as it was
     assert len(done) == 2 and after[1].state == TrialState.FAIL  # the killed trial was re-run, not counted
     assert after[1].params == after[2].params and after[2].user_attrs.get("retry_of") == 1
+
+
+def test_json_outputs_have_no_nan(tmp_path: Path) -> None:
+    """metrics.json stays strict JSON: NaN / inf (e.g. the pair accuracy of a split without pairs) -> null."""
+    import numpy as np
+    import torch
+
+    from rankrm.io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "m.json", {"val": {"pair_acc": float("nan"), "tau": torch.tensor(0.5),
+                                                           "x": [np.float32("inf"), 1, "a"]}, "t": (1.5,)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"val": {"pair_acc": None, "tau": 0.5, "x": [None, 1, "a"]}, "t": [1.5]}
