@@ -89,7 +89,12 @@ def budget_label(spec: Spec, budget: str, arms: dict[str, list[dict[str, Any]]])
     epochs = sorted({r["metrics"]["train"]["epochs"] for r in recs})
     return (f"Budget **{budget}**: `conf/experiment/{spec.name}.yaml` + `{overrides}`; "
             f"seeds {', '.join(map(str, seeds))}; epochs {', '.join(map(str, epochs))}; minilm unless the arm says "
-            f"otherwise; code {code_label(recs)}.")
+            f"otherwise; code {code_label(recs)}; {len(recs)} runs, {total_minutes(recs)} min of run wall time in all.")
+
+
+def total_minutes(recs: list[dict[str, Any]]) -> int:
+    """Summed wall time of the runs (what the ablation cost one worker), in whole minutes."""
+    return round(sum(r["metrics"].get("wall_time_s", 0.0) for r in recs) / 60)
 
 
 def code_label(recs: list[dict[str, Any]]) -> str:
