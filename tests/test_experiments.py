@@ -26,7 +26,8 @@ NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.
 SMOKE_ARM = {"lists_vs_pairs": "pairs_pairwise", "loss_family": "listmle", "list_length": "k9",
              "margin": "label_gap", "what_trains": "lora", "pooling": "smollm2_last_token",
-             "overlong": "truncate", "loss_family_oasst": "lambdarank", "seed_tsv": "seed_recipe"}
+             "overlong": "truncate", "loss_family_oasst": "lambdarank", "seed_tsv": "seed_recipe",
+             "batching": "random"}
 
 
 @pytest.fixture(scope="module")
