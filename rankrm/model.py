@@ -56,14 +56,16 @@ def length_chunks(lengths: torch.Tensor, n: int) -> list[torch.Tensor]:
 
     lengths: (N,) real tokens per row. Returns index tensors (into `lengths`), shortest rows first,
     whose concatenation is a permutation of range(N). The split points minimise the padded cells
-    sum(len(chunk) * max(chunk)) exactly (dynamic programming over the sorted lengths, O(n N^2));
-    equal-count chunks leave ~1.5x more padding on VADER's K=4 batches. Of equally good splits the
-    one with fewest chunks wins (each chunk is one more backbone call).
+    sum(len(chunk) * max(chunk)) exactly (dynamic programming over the sorted lengths, O(n N^2)).
+    On VADER's length-grouped batches of 8 K=4 lists that leaves a padded share of 0.165 / 0.103 /
+    0.071 at n = 2 / 3 / 4, against 0.187 / 0.139 / 0.113 for equal-count chunks. Of equally good
+    splits the one with fewest chunks wins (each chunk is one more backbone call).
     """
     order = lengths.argsort(stable=True)  # (N,) shortest first
     ls = lengths[order].tolist()
     size = len(ls)
-    # best[j] = least cells for the first j sorted rows with k chunks; cut[k][j] = start of the last chunk.
+    # best[j]: least cells for the first j sorted rows in at most k chunks (k = 1 here, +1 per pass);
+    # cuts[k][j]: where the last of those chunks starts (0: using k chunks saves nothing at j).
     best = [0] + [ls[j - 1] * j for j in range(1, size + 1)]
     cuts = [[0] * (size + 1)]
     for _ in range(1, min(n, size)):
@@ -153,10 +155,11 @@ class RewardModel(nn.Module):
 
     def _score_bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        """Encode the N sequences in at most `length_buckets` chunks of similar length
-        (`length_chunks`), each cut to its own longest row. Padding is masked, so the scores are the same; the padded compute is not:
-        the responses of one list differ in length, which batching whole lists cannot fix."""
-        order = torch.cat(idxs := length_chunks(attention_mask.sum(-1), self.length_buckets))  # (N,)
+        """Encode the N sequences in at most `length_buckets` chunks of similar length (`length_chunks`),
+        each cut to its own longest row. Padding is masked, so the scores are the same; the padded
+        compute is not: the responses of one list differ in length, which batching whole lists cannot fix."""
+        idxs = length_chunks(attention_mask.sum(-1), self.length_buckets)
+        order = torch.cat(idxs)  # (N,) chunk after chunk
         chunks = []
         for idx in idxs:
             keep = attention_mask[idx].bool().any(0)  # (T,) columns with a real token in this chunk
