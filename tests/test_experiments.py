@@ -157,3 +157,8 @@ def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
     assert text.count("**Not run yet.**") == len(NAMES) - 1
     assert (tmp_path / "figures" / "loss_family_quick.png").is_file()
     assert text.index("| ranklist |") < text.index("| listnet |"), "rows follow the config's arm order"
+    diffs = [b - a for a, b in zip(accs["ranklist"], accs["listnet"])]  # paired by seed, vs the first row
+    half = stats.t.ppf(0.975, 2) * stats.sem(diffs)
+    row = next(line for line in text.splitlines() if line.startswith("| listnet |"))
+    assert row.endswith(f"| {sum(diffs) / 3:.3f} ± {half:.3f} | {sum(diffs) / 3:.3f} ± {half:.3f} |"), row
+    assert "| (reference) | (reference) |" in next(line for line in text.splitlines() if line.startswith("| ranklist |"))
