@@ -23,7 +23,8 @@ from rankrm.errors import RankrmError
 from rankrm.sweep.pruning import OptunaPruning
 from rankrm.sweep.runner import _finish, _last_wins, _settings, sweep
 from rankrm.sweep.space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
-from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, budget_left, open_storage, open_study, requeue
+from rankrm.sweep.study import (PRUNED_ATTR, PRUNER_ATTR, budget_left, build_pruner, build_sampler, open_storage,
+                                open_study, requeue)
 from rankrm.sweep.trial import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -329,3 +330,22 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     text = report.read_text()
     assert "## Pareto front" in text and "Invalid weight_decay" in text and "## Parameter importances" in text
     assert "| 3 | COMPLETE |" in text and "importances need at least" in text
+
+
+@pytest.mark.parametrize("build, spec, expected", [
+    (build_pruner, {"name": "median", "kwargs": {"n_startup_trials": 2}}, optuna.pruners.MedianPruner),
+    (build_pruner, {"name": "none", "kwargs": {"n_startup_trials": 2}}, optuna.pruners.NopPruner),
+    (build_pruner, {"name": "asha"}, "pruner.name must be one of"),
+    (build_pruner, {"name": "median", "kwargs": {"bogus": 1}}, "pruner.kwargs for median"),
+    (lambda s: build_sampler(s, 3), None, optuna.samplers.TPESampler),
+    (lambda s: build_sampler(s, 3), {"name": "cmaes"}, "sampler.name must be one of"),
+    (lambda s: build_sampler(s, 3), {"name": "tpe", "kwargs": {"bogus": 1}}, "sampler.kwargs for tpe"),
+], ids=["median", "none_ignores_kwargs", "bad_pruner", "bad_pruner_kwarg", "default_tpe", "bad_sampler",
+        "bad_sampler_kwarg"])
+def test_pruner_and_sampler_specs(build, spec, expected):
+    """Config specs build the named Optuna object; a bad name or kwarg names its config key."""
+    if isinstance(expected, str):
+        with pytest.raises(RankrmError, match=expected):
+            build(spec)
+    else:
+        assert type(build(spec)) is expected

@@ -59,36 +59,36 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
         raise RankrmError(f"cannot open Optuna storage {url!r}: {e}") from e
 
 
+def _build_named(kind: str, spec: Mapping[str, Any] | None, default: str, registry: Mapping[str, Any],
+                 **extra: Any) -> Any:
+    """`{name: <key of registry>, kwargs: {...}}` -> registry[name](**extra, **kwargs); a bad name or
+    kwarg names the config key (`<kind>.name` / `<kind>.kwargs`)."""
+    spec = dict(spec or {})
+    name, kwargs = str(spec.get("name") or default).lower(), dict(spec.get("kwargs") or {})
+    if name not in registry:
+        raise RankrmError(f"{kind}.name must be one of {sorted(registry)}, got {name!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return registry[name](**extra, **kwargs)
+    except TypeError as e:
+        raise RankrmError(f"{kind}.kwargs for {name}: {e}") from e
+
+
 def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     """`{name: median | hyperband | none, kwargs: {...}}` -> an Optuna pruner."""
-    spec = dict(spec or {})
-    name, kwargs = str(spec.get("name") or "none").lower(), dict(spec.get("kwargs") or {})
-    pruners = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
-               "none": optuna.pruners.NopPruner}
-    if name not in pruners:
-        raise RankrmError(f"pruner.name must be one of {sorted(pruners)}, got {name!r}")
-    if name == "none":
+    if str(dict(spec or {}).get("name") or "none").lower() == "none":
         return optuna.pruners.NopPruner()  # kwargs left over from the defaults do not apply
-    try:
-        return pruners[name](**kwargs)
-    except TypeError as e:
-        raise RankrmError(f"pruner.kwargs for {name}: {e}") from e
+    return _build_named("pruner", spec, "none", {"median": optuna.pruners.MedianPruner,
+                                                  "hyperband": optuna.pruners.HyperbandPruner,
+                                                  "none": optuna.pruners.NopPruner})
 
 
 def build_sampler(spec: Mapping[str, Any] | None, seed: int) -> optuna.samplers.BaseSampler:
     """`{name: tpe | nsga2 | random, kwargs: {...}}` -> a sampler seeded with `seed`."""
-    spec = dict(spec or {})
-    name, kwargs = str(spec.get("name") or "tpe").lower(), dict(spec.get("kwargs") or {})
-    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-                "random": optuna.samplers.RandomSampler}
-    if name not in samplers:
-        raise RankrmError(f"sampler.name must be one of {sorted(samplers)}, got {name!r}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return samplers[name](seed=seed, **kwargs)
-    except TypeError as e:
-        raise RankrmError(f"sampler.kwargs for {name}: {e}") from e
+    return _build_named("sampler", spec, "tpe", {"tpe": optuna.samplers.TPESampler,
+                                                 "nsga2": optuna.samplers.NSGAIISampler,
+                                                 "random": optuna.samplers.RandomSampler}, seed=seed)
 
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, directions: list[str],
