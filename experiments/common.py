@@ -20,7 +20,7 @@ CONF_DIR = ROOT / "conf" / "experiment"
 EXP_DIR = ROOT / "experiments"
 # The issue's order (#6): the ablations run, and appear in RESULTS.md, in this order; any other
 # conf/experiment/*.yaml follows alphabetically.
-ORDER = ["lists_vs_pairs", "loss_family", "list_length", "margin", "what_trains", "pooling", "overlong",
+ORDER = ["lists_vs_pairs", "loss_family", "list_length", "margin", "what_trains", "pooling", "pooling_oasst", "overlong",
          "loss_family_oasst", "seed_tsv", "batching"]
 
 
@@ -37,6 +37,7 @@ class Spec:
     gpu_arms: list[str]  # arms too slow for a shared CPU: run only with --budget full
     note: str  # caveat printed under the table (how to read it), or ""
     extra_columns: list[str]  # metric paths shown besides the standard columns, e.g. val/loss
+    paired_to: dict[str, str]  # arm -> the arm its Δ columns are paired with (default: the table's first arm)
 
     def arm_overrides(self, arm: str, budget: str) -> list[str]:
         """The arm's own overrides at this budget."""
@@ -55,11 +56,15 @@ def load_spec(name: str) -> Spec:
     if not path.is_file():
         raise SystemExit(f"unknown ablation {name!r}: choose from {', '.join(experiment_names())}")
     block: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(path).ablation)  # type: ignore[assignment]
+    bad = sorted({a for pair in (block.get("paired_to") or {}).items() for a in pair} - set(block["arms"]))
+    if bad:
+        raise SystemExit(f"{path}: ablation.paired_to names arms that do not exist: {', '.join(bad)}")
     return Spec(name=name, title=block["title"], paper=block["paper"],
                 arms={k: _arm(v) for k, v in block["arms"].items()}, seeds=list(block["seeds"]),
                 budgets={k: list(v) for k, v in block["budgets"].items()},
                 gpu_arms=list(block.get("gpu_arms") or []), note=block.get("note") or "",
-                extra_columns=list(block.get("extra_columns") or []))
+                extra_columns=list(block.get("extra_columns") or []),
+                paired_to=dict(block.get("paired_to") or {}))
 
 
 def _arm(value: list[str] | dict[str, list[str]]) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from scipy import stats
 
 from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
@@ -25,7 +26,8 @@ import run as runner  # noqa: E402
 NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.
 SMOKE_ARM = {"lists_vs_pairs": "pairs_pairwise", "loss_family": "listmle", "list_length": "k9",
-             "margin": "label_gap", "what_trains": "lora", "pooling": "smollm2_last_token",
+             "margin": "label_gap", "what_trains": "lora", "pooling": "cls",
+             "pooling_oasst": "smollm2_mean",
              "overlong": "truncate", "loss_family_oasst": "lambdarank", "seed_tsv": "seed_recipe",
              "batching": "random"}
 
@@ -80,10 +82,16 @@ def _parse(value: str) -> Any:
     return {"true": True, "false": False}.get(value, value)
 
 
+def _data_group(name: str) -> str:
+    """The data config an experiment overrides (`- override /data: oasst`), vader by default."""
+    defaults = OmegaConf.to_container(OmegaConf.load(common.CONF_DIR / f"{name}.yaml")).get("defaults", [])
+    return next((v for d in defaults if isinstance(d, dict) for k, v in d.items() if k == "override /data"), "vader")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: dict[str, str],
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    data = data_overrides[{"loss_family_oasst": "oasst", "seed_tsv": "seed_tsv"}.get(name, "vader")]
+    data = data_overrides[_data_group(name)]
     argv = [name, "--smoke", "--root", str(tmp_path), "--seeds", "0", "--arms", SMOKE_ARM[name],
             "--threads", "1", "--set", data]
     assert runner.main(argv) == 0, (tmp_path / "runs").rglob("run.log").__next__().read_text()[-3000:]
@@ -112,7 +120,7 @@ def test_smoke_swaps_pretrained_backbones_for_tiny_ones() -> None:
 
 
 def test_gpu_arms_run_only_at_full_budget(tmp_path: Path) -> None:
-    spec = common.load_spec("pooling")
+    spec = common.load_spec("seed_tsv")
     quick = {r.arm for r in runner.plan(spec, "quick", [0], None, tmp_path)}
     full = {r.arm for r in runner.plan(spec, "full", [0], None, tmp_path)}
     assert spec.gpu_arms and not quick & set(spec.gpu_arms) and full == set(spec.arms)
@@ -131,9 +139,9 @@ def test_mean_ci_of_one_value_has_no_interval() -> None:
     assert mean == 0.7 and math.isnan(half)
 
 
-def _record(arm: str, seed: int, acc: float) -> dict[str, Any]:
+def _record(arm: str, seed: int, acc: float, ablation: str = "loss_family") -> dict[str, Any]:
     val = {"pair_acc": acc, "kendall_tau": 2 * acc - 1, "ndcg": 0.9, "exact_order": 0.3, "loss": 0.5}
-    return {"ablation": "loss_family", "budget": "quick", "arm": arm, "seed": seed, "smoke": False,
+    return {"ablation": ablation, "budget": "quick", "arm": arm, "seed": seed, "smoke": False,
             "overrides": [], "command": "", "val_curve": [{"epoch": 0, "step": 9, **val}],
             "metrics": {"val": val, "test": val, "wall_time_s": 10.0 + seed,
                         "train": {"epochs": 1, "sequences_encoded": 480, "global_steps": 30}}}
@@ -162,3 +170,31 @@ def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| listnet |"))
     assert row.endswith(f"| {sum(diffs) / 3:.3f} ± {half:.3f} | {sum(diffs) / 3:.3f} ± {half:.3f} |"), row
     assert "| (reference) | (reference) |" in next(line for line in text.splitlines() if line.startswith("| ranklist |"))
+
+
+def test_paired_to_compares_an_arm_with_its_own_reference(tmp_path: Path) -> None:
+    """pooling_oasst's decoder arms are paired with each other (last token vs mean on the same decoder),
+    not with the encoder arm that heads the table."""
+    spec = common.load_spec("pooling_oasst")
+    assert spec.paired_to == {"smollm2_last_token": "smollm2_last_token", "smollm2_mean": "smollm2_last_token"}
+    accs = {"minilm_pooler": [0.80, 0.84, 0.81], "smollm2_last_token": [0.60, 0.66, 0.62], "smollm2_mean": [0.65, 0.70, 0.66]}
+    for arm, values in accs.items():
+        for seed, acc in enumerate(values):
+            p = common.result_path(tmp_path / "results", "pooling_oasst", "quick", arm, seed)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(_record(arm, seed, acc, ablation="pooling_oasst")))
+    assert aggregate.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path)]) == 0
+    rows = {line.split(" | ")[0][2:]: line for line in (tmp_path / "RESULTS.md").read_text().splitlines()
+            if line.startswith("| smollm2")}
+    diffs = [m - last for last, m in zip(accs["smollm2_last_token"], accs["smollm2_mean"])]
+    cell = f"{sum(diffs) / 3:.3f} ± {stats.t.ppf(0.975, 2) * stats.sem(diffs):.3f} vs smollm2_last_token"
+    assert rows["smollm2_mean"].endswith(f"| {cell} | {cell} |"), rows["smollm2_mean"]
+    assert rows["smollm2_last_token"].endswith("| (reference) | (reference) |")
+
+
+def test_paired_to_with_an_unknown_arm_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "x.yaml").write_text("ablation:\n  title: t\n  paper: p\n  arms: {a: [], b: []}\n  seeds: [0]\n"
+                                     "  budgets: {full: []}\n  paired_to: {b: c}\n")
+    monkeypatch.setattr(common, "CONF_DIR", tmp_path)
+    with pytest.raises(SystemExit, match="paired_to names arms that do not exist: c"):
+        common.load_spec("x")
