@@ -164,9 +164,9 @@ init, the data split and subset, and the batch order). Val metrics are those of 
 (best val pair accuracy); test is that checkpoint on the test lists. The Δ columns are each arm minus
 the table's first arm (or the arm the cell names), paired by seed (mean ± 95% interval of the
 per-seed differences): every arm of a seed draws the same data subset and split (and, where arms
-batch alike, the same batch order), so these intervals remove most of the between-seed spread. A Δ interval that excludes 0 is a resolved
-difference; overlapping plain intervals alone are not evidence of no difference. Every table names
-the budget and the commit its runs came from.
+batch alike, the same batch order), so these intervals remove most of the between-seed spread. A Δ
+interval that excludes 0 is a resolved difference; overlapping plain intervals alone are not
+evidence of no difference. Every table names the budget and the commit its runs came from.
 
 Machine: 2 cores, no GPU. Runs used 1 torch thread each, two runs at a time (`--threads 1`, two
 `run.py` processes), so wall time includes process start, data loading, evaluation and a neighbour

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,17 @@ def test_paired_to_with_an_unknown_arm_is_refused(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(common, "CONF_DIR", tmp_path)
     with pytest.raises(SystemExit, match="paired_to names arms that do not exist: c"):
         common.load_spec("x")
+
+
+def test_committed_results_md_is_current_and_findings_quote_its_tables(tmp_path: Path) -> None:
+    """RESULTS.md is exactly what aggregate.py makes of the committed run records, and every
+    `mean ± half-width` a hand-written finding quotes appears in its own ablation's section."""
+    assert aggregate.main(["--out", str(tmp_path)]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text == (common.EXP_DIR / "RESULTS.md").read_text(), "run `python experiments/aggregate.py`"
+    sections = {s.split("run.py ", 1)[1].split()[0]: s.split("**Finding.**")[0]  # the generated part only
+                for s in text.split("\n## ")[1:] if "run.py " in s}
+    findings = OmegaConf.to_container(OmegaConf.load(common.EXP_DIR / "findings.yaml"))
+    for name, finding in findings.items():  # type: ignore[union-attr]
+        for quoted in re.findall(r"\d+\.\d+ ± \d+\.\d+", finding):
+            assert quoted in sections[name], f"{name}: the finding quotes {quoted}, its table does not"
