@@ -1,6 +1,7 @@
 """Run one paper ablation: every arm x seed through the real CLI (`python -m rankrm.train`).
 
     python experiments/run.py <ablation> [--seeds 0 1 2] [--budget quick|full] [--arms A B] [--threads 2]
+    python experiments/run.py <ablation> --jobs 2 --threads 1    # two runs at a time (a 2-core CPU)
     python experiments/run.py <ablation> --smoke --root /tmp/x --set data.source.data_dir=/tiny/vader
 
 Each run goes to `<root>/runs/<ablation>/<budget>/<arm>/seed<s>/` (export=false: no model dir) and
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", default="quick", help="a key of the config's ablation.budgets (default quick)")
     p.add_argument("--arms", nargs="+", help="only these arms (default: all; gpu_arms only with --budget full)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (mind memory: one SmolLM2 fine-tune at 192 tokens peaks at ~13 GB)")
     p.add_argument("--smoke", action="store_true", help="tiny backbone, tiny data, 2 steps: checks the config runs")
     p.add_argument("--root", type=Path, default=EXP_DIR, help="runs/ and results/ go under it")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (deleted once collected)")
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.ablation)
     runs = plan(spec, args.budget, args.seeds or spec.seeds, args.arms, args.root.resolve(),
                 smoke=args.smoke, extra=tuple(args.set))
-    ok = [execute(r, args.threads, args.smoke, args.keep_checkpoints) for r in runs]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each run is its own process
+        ok = list(pool.map(lambda r: execute(r, args.threads, args.smoke, args.keep_checkpoints), runs))
     print(f"{sum(ok)}/{len(ok)} runs of {spec.name} ({args.budget}) have results")
     return 0 if all(ok) else 1
 

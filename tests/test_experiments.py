@@ -109,6 +109,16 @@ def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: di
     assert "skip" in capsys.readouterr().out
 
 
+def test_jobs_runs_seeds_side_by_side(tmp_path: Path, data_overrides: dict[str, str]) -> None:
+    argv = ["margin", "--smoke", "--root", str(tmp_path), "--seeds", "0", "1", "--arms", "none", "label_gap",
+            "--threads", "1", "--jobs", "2", "--set", data_overrides["vader"]]
+    assert runner.main(argv) == 0
+    recs = [json.loads(common.result_path(tmp_path / "results", "margin", "quick", arm, s).read_text())
+            for arm in ("none", "label_gap") for s in (0, 1)]
+    assert [(r["arm"], r["seed"]) for r in recs] == [("none", 0), ("none", 1), ("label_gap", 0), ("label_gap", 1)]
+    assert all(f"seed={r['seed']}" in r["command"] for r in recs)
+
+
 def test_merge_overrides_last_wins_by_key() -> None:
     merged = common.merge_overrides(["data.batch_size=4", "loss=ranklist", "++x.y=1"],
                                     ["data.batch_size=48", "x.y=2"])
