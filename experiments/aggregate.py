@@ -48,7 +48,8 @@ def fmt(values: list[float], digits: int) -> str:
     if not values:
         return "–"
     m, h = mean_ci(values)
-    return f"{m:.{digits}f}" if math.isnan(h) else f"{m:.{digits}f} ± {h:.{digits}f}"
+    mean = f"{m:.{digits}f}".removeprefix("-") if round(m, digits) == 0 else f"{m:.{digits}f}"  # no "-0.000"
+    return mean if math.isnan(h) else f"{mean} ± {h:.{digits}f}"
 
 
 def load_results(results_dir: Path) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:

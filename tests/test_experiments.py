@@ -145,6 +145,11 @@ def test_mean_ci_matches_scipy(values: list[float]) -> None:
     assert mean == pytest.approx((lo + hi) / 2) and half == pytest.approx((hi - lo) / 2, abs=1e-12)
 
 
+def test_fmt_never_prints_negative_zero() -> None:
+    assert aggregate.fmt([-0.0004, -0.0002], 3).startswith("0.000 ± ")
+    assert aggregate.fmt([-0.0006], 3) == "-0.001" and aggregate.fmt([0.0], 0) == "0"
+
+
 def test_mean_ci_of_one_value_has_no_interval() -> None:
     mean, half = common.mean_ci([0.7])
     assert mean == 0.7 and math.isnan(half)
