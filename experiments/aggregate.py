@@ -171,7 +171,8 @@ evidence of no difference. Every table names the budget and the commit its runs 
 
 Machine: 2 cores, no GPU. Runs used 1 torch thread each, two runs at a time (`--threads 1`, two
 `run.py` processes), so wall time includes process start, data loading, evaluation and a neighbour
-on the other core: compare it only within a table.
+on the other core: compare it only within a table. Exception: the seed TSV's SmolLM2 runs used 2
+threads, one at a time (each peaks at ~14 GB of RAM).
 
 Budgets: each `conf/experiment/<ablation>.yaml` holds the shared settings (the **full** budget, the
 one run here for the VADER ablations) and `ablation.budgets.quick`, a smaller budget for a quick look.

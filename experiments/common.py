@@ -20,8 +20,8 @@ CONF_DIR = ROOT / "conf" / "experiment"
 EXP_DIR = ROOT / "experiments"
 # The order (#6): the ablations run, and appear in RESULTS.md, in this order; any other
 # conf/experiment/*.yaml follows alphabetically.
-ORDER = ["lists_vs_pairs", "loss_family", "list_length", "margin", "what_trains", "pooling", "pooling_oasst", "overlong",
-         "loss_family_oasst", "seed_tsv", "batching"]
+ORDER = ["lists_vs_pairs", "loss_family", "list_length", "margin", "what_trains", "pooling", "pooling_oasst",
+         "overlong", "loss_family_oasst", "seed_tsv", "batching"]
 
 
 @dataclass(frozen=True)
