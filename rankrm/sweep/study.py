@@ -77,11 +77,10 @@ def _build_named(kind: str, spec: Mapping[str, Any] | None, default: str, regist
 
 def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     """`{name: median | hyperband | none, kwargs: {...}}` -> an Optuna pruner."""
-    if str(dict(spec or {}).get("name") or "none").lower() == "none":
-        return optuna.pruners.NopPruner()  # kwargs left over from the defaults do not apply
     return _build_named("pruner", spec, "none", {"median": optuna.pruners.MedianPruner,
                                                   "hyperband": optuna.pruners.HyperbandPruner,
-                                                  "none": optuna.pruners.NopPruner})
+                                                  # kwargs left over from the defaults do not apply to none
+                                                  "none": lambda **_: optuna.pruners.NopPruner()})
 
 
 def build_sampler(spec: Mapping[str, Any] | None, seed: int) -> optuna.samplers.BaseSampler:
