@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -181,7 +182,9 @@ def test_vader_holdout_domain(tmp_path: Path) -> None:
 def _fake_sdist(folder: Path, inner_files: dict[str, bytes]) -> tuple[Path, str]:
     """An sdist-shaped tar.gz holding a fake hutto_ICWSM_2014.tar.gz; returns (path, inner sha256)."""
     inner = io.BytesIO()
-    with tarfile.open(fileobj=inner, mode="w:gz") as tf:
+    # mtime=0: "w:gz" would stamp the current second into the gzip header, so two calls straddling a
+    # second boundary hashed differently (a flaky CI failure); the blob must depend on the files only.
+    with gzip.GzipFile(fileobj=inner, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tf:
         for name, data in inner_files.items():
             info = tarfile.TarInfo(f"hutto_ICWSM_2014/{name}")
             info.size = len(data)
