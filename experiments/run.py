@@ -154,7 +154,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--arms", nargs="+", help="only these arms (default: all; gpu_arms only with --budget full)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time (mind memory: one SmolLM2 fine-tune at 192 tokens peaks at ~14 GB)")
+                   help="runs at a time (mind memory: one SmolLM2 fine-tune at 192 tokens peaks at ~14 GB, "
+                        "~6.5 GB with backbone.gradient_checkpointing=true)")
     p.add_argument("--smoke", action="store_true", help="tiny backbone, tiny data, 2 steps: checks the config runs")
     p.add_argument("--root", type=Path, default=EXP_DIR, help="runs/ and results/ go under it")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (deleted once collected)")

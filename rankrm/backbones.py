@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "padding_side": "right",
     "head_bias": True,
     "length_buckets": 1,
+    "gradient_checkpointing": False,
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Config fields that hold dropout probabilities, across BERT/ERNIE, Llama/Qwen2 and GPT-2.
@@ -73,7 +74,22 @@ def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
         model = _reward_model(_pretrained_backbone(path, c), c)
     model.to(DTYPES[c["dtype"]])
     model.set_freeze(c["freeze"], c["lora"])
+    if c["gradient_checkpointing"]:
+        enable_checkpointing(model.base_model)
     return model, tokenizer
+
+
+def enable_checkpointing(base: torch.nn.Module) -> None:
+    """Recompute each layer's activations in the backward instead of keeping them (transformers' own
+    per-layer checkpointing). Non-reentrant, so it also works when the layer inputs need no grad
+    (LoRA's frozen embeddings) without transformers' enable_input_require_grads hook."""
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise RankrmError(f"backbone.gradient_checkpointing: transformers' {type(base).__name__} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,6 +109,9 @@ def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise RankrmError(f"backbone.padding_side must be left or right, got '{c['padding_side']}'")
     if c["padding_side"] == "left" and c["pooling"] in ("pooler", "cls"):
         raise RankrmError(f"pooling '{c['pooling']}' reads token 0, so it needs backbone.padding_side=right")
+    if c["gradient_checkpointing"] and c["freeze"] == "head_only":
+        raise RankrmError("backbone.gradient_checkpointing saves memory in the backward through the backbone; "
+                          "freeze=head_only has none (its backbone runs in eval mode): turn one of them off")
     if c["tiny"] is not None and "model_type" not in c["tiny"]:
         raise RankrmError("backbone.tiny needs a model_type (e.g. bert, ernie, qwen2)")
     return c

@@ -111,6 +111,10 @@ class RewardModel(nn.Module):
         if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
             # An unused pooler would get no gradient (DDP complains) and cost a matmul.
             backbone.pooler = None
+        if getattr(backbone.config, "use_cache", False):
+            # A reward model never generates: without this a decoder builds a KV cache in every forward
+            # (held with the outputs in eval, and refused with a warning under gradient checkpointing).
+            backbone.config.use_cache = False
         self.backbone = backbone
         self.pooling = pooling
         self.backbone_name = backbone_name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
@@ -11,7 +10,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
 from rankrm.errors import RankrmError
-from rankrm.io import atomic_write_bytes
+from rankrm.io import atomic_write_with
 from rankrm.losses import LOSSES
 from rankrm.metrics import RankingMetrics
 from rankrm.model import RewardModel
@@ -135,21 +134,22 @@ class RankRMModule(pl.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each .ckpt through `atomic_write_bytes`: a killed run never leaves a truncated checkpoint.
+    """Writes each .ckpt through `atomic_write_with`: a killed run never leaves a truncated checkpoint.
 
     Lightning's own save stages the file in the system temp dir and moves it, which is a copy
-    (not atomic) when that dir is on another filesystem than the run dir.
+    (not atomic) when that dir is on another filesystem than the run dir. torch.save streams into
+    the temp file: serialising to bytes first held two copies of the checkpoint in RAM (weights +
+    AdamW moments: 2 x 1.6 GB for SmolLM2-135M, measured as most of a run's excess peak RSS).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_with(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_weights(module: torch.nn.Module, ckpt_path: str) -> None:
-    """Load a Lightning checkpoint's weights safely (no pickled code is executed)."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    """Load a Lightning checkpoint's weights safely (no pickled code is executed). Memory-mapped: the
+    optimizer state in the file (2x the weights for AdamW) is never read into RAM."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     module.load_state_dict(state["state_dict"])
 
 

@@ -14,8 +14,8 @@ rankrm's metric functions (pair accuracy, Kendall tau). Throughput counts the wi
 building the trainer (incl. tokenisation: TRL tokenises up front, rankrm in its data module)
 to the end of training; model loading and evaluation are outside it (`process_wall_s` has all).
 Parity settings on the TRL side, each a deviation from a TRL default that would otherwise
-make the comparison unfair: fp32 (TRL defaults to bf16 autocast), no gradient checkpointing
-(TRL defaults to on, ~20% slower; rankrm does not checkpoint), no checkpoint saving (neither
+make the comparison unfair: fp32 (TRL defaults to bf16 autocast), gradient checkpointing off
+(TRL defaults to on; `--gradient-checkpointing` turns it on for all three), no checkpoint saving (neither
 side saves), warmup 10% + linear decay, weight decay 0.01, grad clip 1.0 (rankrm's defaults).
 Dropout is off on both sides (TRL's default `disable_dropout=True`; rankrm `backbone.dropout=0.0`),
 and both start from the same weights (rankrm's backbone built with the same seed, exported with
@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads per system")
     p.add_argument("--repeats", type=int, default=1, help="runs per system; medians are reported")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward, in all systems (non-reentrant on both sides)")
     args = p.parse_args(argv)
     if args.quick:
         args.ks, args.train_lists, args.val_lists, args.lists_per_batch = [3], 8, 4, 2
@@ -80,7 +82,7 @@ def spec_for(args: argparse.Namespace, k: int, lists: dict[str, str], system: st
     return {"name": f"k{k}_{system}_r{rep}", "system": system, "k": k, "backbone": args.backbone,
             "lists_per_batch": args.lists_per_batch, "pairs_per_list": comb(k, 2),
             "max_length": args.max_length, "lr": args.lr, "threads": args.threads, "seed": args.seed,
-            **lists}
+            "gradient_checkpointing": args.gradient_checkpointing, **lists}
 
 
 def run_system(spec: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
@@ -103,7 +105,8 @@ def rankrm_overrides(spec: dict[str, Any]) -> list[str]:
             f"data.source.train={spec['train']}", f"data.source.val={spec['val']}", f"data.source.test={spec['test']}",
             f"seed={spec['seed']}", "backbone.dropout=0.0",
             f"data.as_pairs={str(pairs).lower()}", f"data.batch_size={batch}",
-            f"data.max_length={spec['max_length']}", f"optimizer.lr={spec['lr']}"]
+            f"data.max_length={spec['max_length']}", f"optimizer.lr={spec['lr']}",
+            f"backbone.gradient_checkpointing={str(spec['gradient_checkpointing']).lower()}"]
 
 
 def summarise(k: int, system: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             r["speedup_vs_trl"] = r["lists_per_s"] / trl["lists_per_s"] if trl else None
         rows += k_rows
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    md = "\n\n".join([f"## rankrm vs TRL RewardTrainer ({args.backbone}, max_length {args.max_length}, "
+    ckpt = ", gradient checkpointing" if args.gradient_checkpointing else ""
+    md = "\n\n".join([f"## rankrm vs TRL RewardTrainer ({args.backbone}{ckpt}, max_length {args.max_length}, "
                       f"{args.train_lists} train / {args.val_lists} val lists, {args.lists_per_batch} lists "
                       f"per batch, medians of {args.repeats})", bc.markdown_table(rows, COLUMNS),
                       bc.load_line(info) + f"; after: {info['loadavg_after']}"])
@@ -205,7 +209,8 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
         per_device_train_batch_size=spec["lists_per_batch"] * spec["pairs_per_list"],
         learning_rate=spec["lr"], num_train_epochs=1, max_length=spec["max_length"],
         lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0,
-        gradient_checkpointing=False, bf16=False, use_cpu=True, save_strategy="no",
+        gradient_checkpointing=spec["gradient_checkpointing"],
+        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=False, use_cpu=True, save_strategy="no",
         report_to="none", disable_tqdm=True, dataloader_num_workers=0)
     start = time.perf_counter()
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(

@@ -43,9 +43,12 @@ def run_script(name: str, tmp_path: Path, vader_dir: Path, *extra: str) -> dict[
     return result
 
 
-def test_bench_trl_systems_see_the_same_pairs_and_val_lists(tmp_path: Path, vader_dir: Path) -> None:
+@pytest.mark.parametrize("ckpt", [(), ("--gradient-checkpointing",)])
+def test_bench_trl_systems_see_the_same_pairs_and_val_lists(tmp_path: Path, vader_dir: Path,
+                                                            ckpt: tuple[str, ...]) -> None:
     systems = ["rankrm_ranklist", "rankrm_pairwise"] + (["trl"] if importlib.util.find_spec("trl") else [])
-    res = run_script("bench_trl.py", tmp_path, vader_dir, "--threads", "1", "--systems", *systems)
+    res = run_script("bench_trl.py", tmp_path, vader_dir, "--threads", "1", "--systems", *systems, *ckpt)
+    assert ("gradient checkpointing" in res["markdown"]) == bool(ckpt)
     rows = {r["system"]: r for r in res["rows"]}
     assert set(rows) == set(systems)
     for r in rows.values():
@@ -87,3 +90,21 @@ def test_bench_ddp_runs_two_ranks_with_the_same_global_batch(tmp_path: Path, vad
     assert single["steps"] == ddp["steps"] == 4
     assert single["train_lists"] == ddp["train_lists"] == 8
     assert ddp["rss_sum_mb"] > single["peak_rss_rank_mb"]
+
+
+def test_bench_memory_compares_checkpointing_off_and_on(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_memory.py"), "--quick", "--backbone", "tiny_qwen",
+           "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    off, on = res["rows"]
+    assert (off["gradient_checkpointing"], on["gradient_checkpointing"]) == ("off", "on")
+    assert off["sequences"] == on["sequences"] == "6 x 16"  # 2 lists x K=3, 16 tokens
+    # The same weights, batch and seed: checkpointing changes memory and time, not the training.
+    assert on["loss_first"] == pytest.approx(off["loss_first"], abs=2e-4)  # (rounded to 4 places)
+    assert on["loss_last"] == pytest.approx(off["loss_last"], abs=2e-4)
+    assert off["loss_last"] < off["loss_first"]  # the steps trained
+    assert all(r["peak_rss_mb"] >= r["setup_rss_mb"] > 0 and r["step_s"] > 0 for r in res["rows"])
+    assert res["peak_rss_on_over_off"] > 0 and "load average" in res["markdown"]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from omegaconf import OmegaConf
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rankrm.backbones import build_reward_model
 from rankrm.errors import RankrmError
@@ -229,3 +230,44 @@ def test_length_chunks_are_optimal_against_brute_force(seed: int) -> None:
     assert cells == brute_force_cells(lengths.tolist(), n)
     if len(chunks) > 1:  # fewest chunks among the optimal splits
         assert brute_force_cells(lengths.tolist(), len(chunks) - 1) > cells
+
+
+@pytest.mark.parametrize("name,freeze", [("tiny_bert", "full"), ("tiny_qwen", "full"), ("tiny_ernie", "lora"),
+                                         ("tiny_qwen", "lora")])
+def test_gradient_checkpointing_recomputes_each_layer_and_keeps_the_gradients(name: str, freeze: str) -> None:
+    """Checkpointing runs every layer's forward again in the backward (that is the memory it saves);
+    scores and gradients are those of the plain model (dropout on: the recompute replays its RNG)."""
+    runs = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model, tok = build(name, freeze=freeze, dropout=0.1, gradient_checkpointing=ckpt)
+        spread_head(model)
+        model.train()
+        layers = [m for m in model.base_model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        calls: list[int] = []
+        for layer in layers:  # a submodule: hooks on the layer itself sit outside the checkpoint
+            next(layer.children()).register_forward_hook(lambda *_: calls.append(1))
+        batch = dict(tok(TEXTS, padding=True, return_tensors="pt"))
+        torch.manual_seed(1)
+        s = model(**batch)  # (N,)
+        forwards = len(calls)
+        (s * torch.arange(1.0, len(TEXTS) + 1)).sum().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        runs.append((s.detach(), grads, forwards, len(calls) - forwards))
+    (s0, g0, f0, b0), (s1, g1, f1, b1) = runs
+    assert f0 == f1 == len(layers) == 2 and b0 == 0 and b1 == 2  # 2 layers, each recomputed once
+    torch.testing.assert_close(s0, s1)
+    assert g0.keys() == g1.keys() and any("lora_" in n for n in g0) == (freeze == "lora")
+    for n in g0:
+        torch.testing.assert_close(g0[n], g1[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_gradient_checkpointing_is_refused_with_nothing_to_checkpoint() -> None:
+    with pytest.raises(RankrmError, match="gradient_checkpointing.*head_only"):
+        build("tiny_bert", freeze="head_only", gradient_checkpointing=True)
+
+
+def test_a_decoder_builds_no_kv_cache() -> None:
+    model, tok = build("tiny_qwen")
+    out = model.backbone(**dict(tok(TEXTS, padding=True, return_tensors="pt")))
+    assert model.base_model.config.use_cache is False and out.past_key_values is None

@@ -198,6 +198,22 @@ def test_atomic_checkpoint_io_never_leaves_a_partial_ckpt(tmp_path: Path, monkey
     with pytest.raises(OSError):
         io_.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "last.ckpt")
     monkeypatch.undo()
+    real_save, seen = torch.save, []
+
+    def half_written(obj, f, *a, **k):  # streams into the temp file beside last.ckpt, then dies
+        real_save(obj, f)
+        f.flush()
+        seen.append(sorted((p.name, p.stat().st_size) for p in tmp_path.iterdir() if p.name != "last.ckpt"))
+        raise OSError("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    with pytest.raises(OSError, match="mid-write"):
+        io_.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "last.ckpt")
+    monkeypatch.undo()
+    # torch.save wrote into a hidden temp file in the run dir, not into bytes in memory (which held
+    # two copies of a big checkpoint); the failure removed it.
+    [[(name, size)]] = seen
+    assert name.startswith(".last.ckpt.") and name.endswith(".tmp") and size > 0
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     assert torch.equal(torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["w"], torch.ones(3))
 

@@ -48,9 +48,10 @@ def trained_state(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_ernie", "tiny_qwen"])
-def test_cli_trains_every_parameter(tmp_path: Path, backbone: str) -> None:
-    run_dir, proc = tiny_run(tmp_path, backbone)
+@pytest.mark.parametrize("backbone,extra", [("tiny_bert", ()), ("tiny_ernie", ()), ("tiny_qwen", ()),
+                                           ("tiny_qwen", ("backbone.gradient_checkpointing=true",))])
+def test_cli_trains_every_parameter(tmp_path: Path, backbone: str, extra: tuple[str, ...]) -> None:
+    run_dir, proc = tiny_run(tmp_path, backbone, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     before, after = initial_state(backbone), trained_state(run_dir)
     # Parameters that get no gradient by construction: BERT's pooler is unused by cls/mean only,
