@@ -109,6 +109,8 @@ def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise RankrmError(f"backbone.padding_side must be left or right, got '{c['padding_side']}'")
     if c["padding_side"] == "left" and c["pooling"] in ("pooler", "cls"):
         raise RankrmError(f"pooling '{c['pooling']}' reads token 0, so it needs backbone.padding_side=right")
+    if not isinstance(c["gradient_checkpointing"], bool):
+        raise RankrmError(f"backbone.gradient_checkpointing must be true or false, got '{c['gradient_checkpointing']}'")
     if c["gradient_checkpointing"] and c["freeze"] == "head_only":
         raise RankrmError("backbone.gradient_checkpointing saves memory in the backward through the backbone; "
                           "freeze=head_only has none (its backbone runs in eval mode): turn one of them off")

@@ -262,9 +262,11 @@ def test_gradient_checkpointing_recomputes_each_layer_and_keeps_the_gradients(na
         torch.testing.assert_close(g0[n], g1[n], atol=1e-6, rtol=1e-5, msg=n)
 
 
-def test_gradient_checkpointing_is_refused_with_nothing_to_checkpoint() -> None:
+def test_gradient_checkpointing_is_refused_with_nothing_to_checkpoint_or_a_non_bool() -> None:
     with pytest.raises(RankrmError, match="gradient_checkpointing.*head_only"):
         build("tiny_bert", freeze="head_only", gradient_checkpointing=True)
+    with pytest.raises(RankrmError, match="gradient_checkpointing must be true or false, got 'yes'"):
+        build("tiny_bert", gradient_checkpointing="yes")
 
 
 def test_a_decoder_builds_no_kv_cache() -> None:
