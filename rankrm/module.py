@@ -139,7 +139,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own save stages the file in the system temp dir and moves it, which is a copy
     (not atomic) when that dir is on another filesystem than the run dir. torch.save streams into
     the temp file: serialising to bytes first held two copies of the checkpoint in RAM (weights +
-    AdamW moments: 2 x 1.6 GB for SmolLM2-135M, measured as most of a run's excess peak RSS).
+    AdamW moments: 2 x 1.6 GB for SmolLM2-135M; a gradient-checkpointed run's peak fell 8.0 -> 6.8 GB).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:

@@ -4,9 +4,10 @@ Each setting runs in its own process, so its peak RSS (VmHWM) is its own: build 
 `conf/backbone/<name>.yaml` as `rankrm.train` does, make one batch of `--lists` lists of K
 responses, each `--max-length` random tokens with no padding (the worst case a data.max_length
 allows), then run `--steps` steps of forward + `ranklist` loss + backward + fused AdamW on it. The
-peak RSS is read after building the model and optimizer state (`setup_rss_mb`) and after the steps
-(`peak_rss_mb`, that process's whole peak); the step time is the median over the steps after the
-first (the first allocates). Loading, data and checkpoint writing are outside the timed steps.
+peak RSS is read after building the model (`setup_rss_mb`; AdamW allocates its moments in the first
+step) and after the steps (`peak_rss_mb`, that process's whole peak); the step time is the median
+over the steps after the first (the first allocates). Loading, data and checkpoint writing are
+outside the timed steps.
 
 The setting that made this script (ablation 8's SmolLM2 arm, ~14 GB a run: two could not share
 this 24 GB machine):
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
 COLUMNS = [("gradient_checkpointing", "gradient checkpointing"), ("sequences", "sequences x tokens"),
-           ("setup_rss_mb", "RSS after setup MB"), ("peak_rss_mb", "peak RSS MB"),
+           ("setup_rss_mb", "peak RSS after setup MB"), ("peak_rss_mb", "peak RSS MB"),
            ("step_s", "step s (median)"), ("loss_first", "loss, step 1"), ("loss_last", "loss, last step")]
 
 
@@ -115,7 +116,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
         losses.append(float(loss))
-    return {"setup_rss_mb": round(setup_rss, 1), "step_s": round(statistics.median(times[1:]), 3),
+    return {"setup_rss_mb": round(setup_rss, 1), "step_s": statistics.median(times[1:]),
             "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4),
             "peak_rss_rank_mb": round(bc.vm_hwm_mb(), 1)}
 
