@@ -110,6 +110,13 @@ def run_worker(script: str, spec: dict[str, Any], workdir: Path, threads: int) -
     return read_result(run, result_path, name)
 
 
+def serve_worker(spec_path: str, work: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """The child side of `run_worker`: read the spec, run `work(spec)`, write its result JSON."""
+    spec = json.loads(Path(spec_path).read_text())
+    Path(spec["result"]).write_text(json.dumps(work(spec), indent=2))
+    return 0
+
+
 def read_result(run: ChildRun, path: Path, name: str) -> dict[str, Any]:
     """The JSON a child wrote, plus its wall time and peak RSS; a failed child shows its log's end."""
     if run.returncode != 0 or not path.is_file():

@@ -20,7 +20,6 @@ Smoke (tests): `python scripts/bench_memory.py --quick --backbone tiny_qwen`.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -60,9 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        spec = json.loads(Path(args.worker).read_text())
-        Path(spec["result"]).write_text(json.dumps(train_steps(spec), indent=2))
-        return 0
+        return bc.serve_worker(args.worker, train_steps)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_memory_"))
     workdir.mkdir(parents=True, exist_ok=True)
     info = bc.machine_info(args.threads)
@@ -117,8 +114,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
         losses.append(float(loss))
     return {"setup_rss_mb": round(setup_rss, 1), "step_s": statistics.median(times[1:]),
-            "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4),
-            "peak_rss_rank_mb": round(bc.vm_hwm_mb(), 1)}
+            "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import tempfile
@@ -118,7 +117,7 @@ def summarise(k: int, system: str, runs: list[dict[str, Any]]) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        return worker_main(args.worker)
+        return bc.serve_worker(args.worker, trl_worker)
     if "trl" in args.systems and importlib.util.find_spec("trl") is None:
         raise SystemExit("TRL is not installed: pip install -e '.[bench]' (or --systems rankrm_ranklist rankrm_pairwise)")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_trl_"))
@@ -174,13 +173,6 @@ def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
     model, tokenizer = build_reward_model(OmegaConf.load(bc.REPO / "conf" / "backbone" / f"{backbone}.yaml"))
     return to_hf_classifier(model, tokenizer).train(), tokenizer
 
-
-
-def worker_main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    result = trl_worker(spec)
-    Path(spec["result"]).write_text(json.dumps(result, indent=2))
-    return 0
 
 
 def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
