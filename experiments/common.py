@@ -15,8 +15,10 @@ import numpy as np
 from omegaconf import OmegaConf
 from scipy import stats
 
+from rankrm import CONF_DIR as RANKRM_CONF
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf" / "experiment"
+CONF_DIR = RANKRM_CONF / "experiment"
 EXP_DIR = ROOT / "experiments"
 # The order (#6): the ablations run, and appear in RESULTS.md, in this order; any other
 # conf/experiment/*.yaml follows alphabetically.

@@ -107,7 +107,7 @@ def code_version() -> dict[str, Any]:
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else ""
 
-    dirty = git("status", "--porcelain", "--", "rankrm", "conf", "pyproject.toml").splitlines()
+    dirty = git("status", "--porcelain", "--", "rankrm", "pyproject.toml").splitlines()
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": sorted(line[3:] for line in dirty)}
 
 

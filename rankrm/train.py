@@ -22,6 +22,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.io import atomic_write_json
 from rankrm.preflight import preflight
@@ -158,11 +159,9 @@ def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str 
         return f"skipped: {e}"
 
 
-# Absolute, so the console scripts and `python -m` resolve it alike (conf/ is at the repo root).
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)

@@ -22,10 +22,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
 from rankrm.model import length_chunks
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(CONF_DIR)
 
 
 def compose_train(*overrides: str):

@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+from rankrm import CONF_DIR
 
 COLUMNS = [("gradient_checkpointing", "gradient checkpointing"), ("sequences", "sequences x tokens"),
            ("setup_rss_mb", "peak RSS after setup MB"), ("peak_rss_mb", "peak RSS MB"),
@@ -92,7 +93,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
-    cfg = OmegaConf.load(bc.REPO / "conf" / "backbone" / f"{spec['backbone']}.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{spec['backbone']}.yaml")
     cfg.gradient_checkpointing = spec["gradient_checkpointing"]
     model, tokenizer = build_reward_model(cfg)
     model.train()

@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+from rankrm import CONF_DIR
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,7 +67,7 @@ def compose(args: argparse.Namespace, lists: dict[str, str], extra: list[str] = 
                  f"data.max_length={args.max_length}",
                  # No dropout: both loops then compute the same function, whatever mode a module is in.
                  "backbone.dropout=0.0", *extra]
-    with initialize_config_dir(config_dir=str(bc.REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
 
@@ -205,7 +206,7 @@ def step_parts(cfg: Any, model0: Any, batches: list[dict]) -> list[dict[str, Any
     with torch.no_grad():
         grids = [(module(b).float(), b["labels"], b["mask"]) for b in batches]  # (B, K) each
     for name, fn in sorted(LOSSES.items()):
-        conf = bc.REPO / "conf" / "loss" / f"{name}.yaml"
+        conf = CONF_DIR / "loss" / f"{name}.yaml"
         kwargs = OmegaConf.to_container(OmegaConf.load(conf).get("kwargs") or {}) if conf.is_file() else {}
         dts = []
         for rewards, labels, mask in grids:

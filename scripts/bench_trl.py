@@ -49,6 +49,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+from rankrm import CONF_DIR
 
 SYSTEMS = ("trl", "rankrm_ranklist", "rankrm_pairwise")
 COLUMNS = [("k", "K"), ("system", "system"), ("lists_per_s", "lists/s"), ("pairs_per_s", "pairs/s"),
@@ -170,7 +171,7 @@ def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
     from rankrm.export import to_hf_classifier
 
     torch.manual_seed(seed)  # the runner's seed_everything(seed) comes right before its build too
-    model, tokenizer = build_reward_model(OmegaConf.load(bc.REPO / "conf" / "backbone" / f"{backbone}.yaml"))
+    model, tokenizer = build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml"))
     return to_hf_classifier(model, tokenizer).train(), tokenizer
 
 

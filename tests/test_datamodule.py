@@ -12,11 +12,12 @@ import torch
 from data_fixtures import (CountingTokenizer, minilm_tokenizer, oasst_tree, strict_rows, write_jsonl,
                            write_vader)
 
+from rankrm import CONF_DIR
 from rankrm.data.datamodule import RankDataModule
 from rankrm.data.sampler import ListBatchSampler
 from rankrm.errors import RankrmError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import aggregate  # noqa: E402
 import common  # noqa: E402
 import run as runner  # noqa: E402
+from rankrm import CONF_DIR
 
 NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.
@@ -57,7 +58,7 @@ def test_every_arm_and_budget_composes(name: str) -> None:
     assert header[0] == "# @package _global_"
     assert any(f"python experiments/run.py {name}" in line for line in header), "header must give the command"
     assert set(spec.gpu_arms) <= set(spec.arms) and {"quick", "full"} <= set(spec.budgets)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for budget in spec.budgets:
             for arm in spec.arms:
                 ov = common.merge_overrides(spec.budgets[budget], spec.arm_overrides(arm, budget))

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from rankrm import CONF_DIR
 from rankrm import export as export_mod
 from rankrm.backbones import build_reward_model
 from rankrm.errors import RankrmError
@@ -21,7 +22,7 @@ from rankrm.export import export_model
 from rankrm.model import RewardModel
 from rankrm.score import main as score_main
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+CONF = CONF_DIR / "backbone"
 # None ends in a pad token, see the decoder caveat in rankrm/export.py.
 TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but the service was slow", "so so.", "Great!!"]
 HF_CLASS = {"tiny_bert": "BertForSequenceClassification", "tiny_ernie": "ErnieForSequenceClassification",

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import reference as ref
+from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.losses import LOSSES, listmle
 from rankrm.pairs import pair_index, pair_mask
 
 SEEDS = range(12)
-CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF = CONF_DIR / "loss"
 
 # (loss name, kwargs, reference): every kwarg combination checked against the loop reference.
 CASES = [

@@ -11,11 +11,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
 from rankrm.errors import RankrmError
 from rankrm.model import RewardModel
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+CONF = CONF_DIR / "backbone"
 TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but slow", "so so"]
 
 

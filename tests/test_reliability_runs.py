@@ -18,6 +18,7 @@ import torch
 from data_fixtures import strict_rows, write_jsonl
 from omegaconf import OmegaConf
 
+from rankrm import CONF_DIR
 from rankrm.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def test_remote_code_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> Non
 
     from rankrm import backbones
 
-    for yaml in sorted((ROOT / "conf" / "backbone").glob("*.yaml")):
+    for yaml in sorted((CONF_DIR / "backbone").glob("*.yaml")):
         assert OmegaConf.load(yaml).get("trust_remote_code") is False, yaml
     assert backbones.backbone_config({})["trust_remote_code"] is False
     seen: list[tuple[str, object]] = []
@@ -222,7 +223,7 @@ def test_export_dir_appears_only_complete(tmp_path: Path, monkeypatch: pytest.Mo
     from rankrm.backbones import build_reward_model
     from rankrm.export import export_model
 
-    cfg = OmegaConf.load(ROOT / "conf" / "backbone" / "tiny_bert.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "backbone" / "tiny_bert.yaml")
     model, tok = build_reward_model(cfg)
     out = tmp_path / "model"
 

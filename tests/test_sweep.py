@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.sweep.pruning import OptunaPruning
 from rankrm.sweep.runner import _finish, _last_wins, _settings, sweep
@@ -82,7 +83,7 @@ def test_hydra_value_round_trips_through_the_override_parser(value):
 
 def _compose(tmp_path: Path, *overrides: str) -> dict:
     """The sweep config as the CLI composes it, with the test's conf dir on the search path."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("sweep", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *overrides],
                       return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)  # lets ${hydra:runtime.choices.sweep} resolve
@@ -91,7 +92,7 @@ def _compose(tmp_path: Path, *overrides: str) -> dict:
         return OmegaConf.to_container(cfg, resolve=True)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml")))
 def test_shipped_sweep_configs_compose_and_validate(name, tmp_path):
     s = _settings(_compose(tmp_path, f"sweep={name}"))
     assert s["study_name"] == name and s["sweep_dir"].name == name and s["space"]

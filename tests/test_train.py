@@ -13,9 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data_fixtures import strict_rows, write_jsonl
+from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(CONF_DIR)
 METRIC_KEYS = {"pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc", "exact_order", "loss"}
 
 

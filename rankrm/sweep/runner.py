@@ -24,6 +24,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.sweep.space import Objective, hydra_value, override_key, parse_objectives, parse_space, sample, to_overrides
 from rankrm.sweep.study import (PRUNED_ATTR, PRUNER_ATTR, budget_left, build_pruner, build_sampler, load_study,
@@ -235,11 +236,9 @@ def sweep(cfg: dict[str, Any]) -> int:
     return 0
 
 
-# Absolute, so the console scripts and `python -m` resolve it alike (conf/ is at the repo root).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sweep")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
