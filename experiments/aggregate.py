@@ -18,16 +18,21 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from common import EXP_DIR, Spec, command_line, experiment_names, load_spec, mean_ci, override_key
+from omegaconf import OmegaConf
 from plots import bar_figure, curve_figure
 
 # (column title, metric path in a result's "metrics", digits)
-COLUMNS = [("val pair acc", "val/pair_acc", 3), ("val Kendall τ", "val/kendall_tau", 3),
-           ("val NDCG", "val/ndcg", 3), ("val exact order", "val/exact_order", 3),
-           ("test pair acc", "test/pair_acc", 3), ("test Kendall τ", "test/kendall_tau", 3),
-           ("wall time (s)", "wall_time_s", 0), ("sequences encoded", "train/sequences_encoded", 0)]
+COLUMNS = [
+    ("val pair acc", "val/pair_acc", 3),
+    ("val Kendall τ", "val/kendall_tau", 3),
+    ("val NDCG", "val/ndcg", 3),
+    ("val exact order", "val/exact_order", 3),
+    ("test pair acc", "test/pair_acc", 3),
+    ("test Kendall τ", "test/kendall_tau", 3),
+    ("wall time (s)", "wall_time_s", 0),
+    ("sequences encoded", "train/sequences_encoded", 0),
+]
 
 
 def metric(record: dict[str, Any], path: str) -> float | None:
@@ -70,13 +75,17 @@ def table(spec: Spec, arms: dict[str, list[dict[str, Any]]]) -> str:
     paired differences to the arm's reference (the first arm unless `ablation.paired_to` says)."""
     cols = COLUMNS + [(p, p, 3) for p in spec.extra_columns]
     order = [a for a in spec.arms if a in arms]
-    lines = ["| arm | seeds | " + " | ".join(c[0] for c in cols) + " | " + " | ".join(t for t, _ in PAIRED) + " |",
-             "|---|---|" + "---|" * (len(cols) + len(PAIRED))]
+    lines = [
+        "| arm | seeds | " + " | ".join(c[0] for c in cols) + " | " + " | ".join(t for t, _ in PAIRED) + " |",
+        "|---|---|" + "---|" * (len(cols) + len(PAIRED)),
+    ]
     for arm in order:
         recs = arms[arm]
         values = [[v for r in recs if (v := metric(r, p)) is not None] for _, p, _ in cols]
-        cells = [fmt(vs, 0 if i >= len(COLUMNS) and all(v == int(v) for v in vs) else d)  # extra counts: no decimals
-                 for i, (vs, (_, _, d)) in enumerate(zip(values, cols))]
+        cells = [
+            fmt(vs, 0 if i >= len(COLUMNS) and all(v == int(v) for v in vs) else d)  # extra counts: no decimals
+            for i, (vs, (_, _, d)) in enumerate(zip(values, cols))
+        ]
         ref = spec.paired_to.get(arm, order[0])
         cells += [delta_cell(arm, ref, arms, p, named=ref != order[0]) for _, p in PAIRED]
         lines.append(f"| {arm} | {len(recs)} | " + " | ".join(cells) + " |")
@@ -101,22 +110,30 @@ def delta_cell(arm: str, ref: str, arms: dict[str, list[dict[str, Any]]], path: 
 def paired_diffs(recs: list[dict[str, Any]], ref: list[dict[str, Any]], path: str) -> list[float]:
     """metric(arm) - metric(reference arm) for every seed both have."""
     by_seed = {r["seed"]: metric(r, path) for r in ref}
-    return [v - by_seed[r["seed"]] for r in recs
-            if (v := metric(r, path)) is not None and by_seed.get(r["seed"]) is not None]
+    return [
+        v - by_seed[r["seed"]]
+        for r in recs
+        if (v := metric(r, path)) is not None and by_seed.get(r["seed"]) is not None
+    ]
 
 
 def budget_label(spec: Spec, budget: str, arms: dict[str, list[dict[str, Any]]]) -> str:
     """What was actually run: the overrides every run of the table shared (arms add their own), seeds."""
     recs = [r for rs in arms.values() for r in rs]
     arm_keys = {override_key(o) for a in spec.arms for o in spec.arm_overrides(a, budget)}
-    shared = [o for o in recs[0]["overrides"] if all(o in r["overrides"] for r in recs)
-              and override_key(o) not in arm_keys | {"seed"}]
+    shared = [
+        o
+        for o in recs[0]["overrides"]
+        if all(o in r["overrides"] for r in recs) and override_key(o) not in arm_keys | {"seed"}
+    ]
     overrides = " ".join(shared) or "none (the config as is)"  # what the runs recorded, not today's config
     seeds = sorted({r["seed"] for r in recs})
     epochs = sorted({r["metrics"]["train"]["epochs"] for r in recs})
-    return (f"Budget **{budget}**: `conf/experiment/{spec.name}.yaml` + `{overrides}`; "
-            f"seeds {', '.join(map(str, seeds))}; epochs {', '.join(map(str, epochs))}; minilm unless the arm says "
-            f"otherwise; code {code_label(recs)}; {len(recs)} runs, {total_minutes(recs)} min of run wall time in all.")
+    return (
+        f"Budget **{budget}**: `conf/experiment/{spec.name}.yaml` + `{overrides}`; "
+        f"seeds {', '.join(map(str, seeds))}; epochs {', '.join(map(str, epochs))}; minilm unless the arm says "
+        f"otherwise; code {code_label(recs)}; {len(recs)} runs, {total_minutes(recs)} min of run wall time in all."
+    )
 
 
 def total_minutes(recs: list[dict[str, Any]]) -> int:
@@ -132,24 +149,36 @@ def code_label(recs: list[dict[str, Any]]) -> str:
     return label + (f", with uncommitted edits to {', '.join(dirty)}" if dirty else "")
 
 
-def section(spec: Spec, runs: dict[str, dict[str, list[dict[str, Any]]]], findings: dict[str, str],
-            fig_dir: Path) -> list[str]:
+def section(
+    spec: Spec, runs: dict[str, dict[str, list[dict[str, Any]]]], findings: dict[str, str], fig_dir: Path
+) -> list[str]:
     """One ablation's part of RESULTS.md: command, table(s), figure(s), finding."""
     out = [f"## {spec.title}", "", f"*Paper:* {spec.paper}", ""]
     if not runs:
         return out + ["**Not run yet.** Command:", "", "```", command_line(spec.name, "quick"), "```", ""]
     for budget, arms in sorted(runs.items()):
-        out += ["```", command_line(spec.name, budget), "```", "", budget_label(spec, budget, arms), "",
-                table(spec, arms), ""]
-        missing = [a + (" (GPU arm: `--budget full` only)" if a in spec.gpu_arms else "")
-                   for a in spec.arms if a not in arms]
+        out += [
+            "```",
+            command_line(spec.name, budget),
+            "```",
+            "",
+            budget_label(spec, budget, arms),
+            "",
+            table(spec, arms),
+            "",
+        ]
+        missing = [
+            a + (" (GPU arm: `--budget full` only)" if a in spec.gpu_arms else "") for a in spec.arms if a not in arms
+        ]
         if missing:
             out += [f"Arms not run at this budget: {', '.join(missing)}.", ""]
         if spec.note:
             out += [f"*How to read it:* {spec.note}", ""]
         ordered = {a: arms[a] for a in spec.arms if a in arms}
-        for fig in (bar_figure(spec.name, budget, ordered, fig_dir, metric),
-                    curve_figure(spec.name, budget, ordered, fig_dir)):
+        for fig in (
+            bar_figure(spec.name, budget, ordered, fig_dir, metric),
+            curve_figure(spec.name, budget, ordered, fig_dir),
+        ):
             if fig is not None:
                 out += [f"![{fig.stem}](figures/{fig.name})", ""]
     finding = findings.get(spec.name)

@@ -22,8 +22,19 @@ CONF_DIR = RANKRM_CONF / "experiment"
 EXP_DIR = ROOT / "experiments"
 # The order (#6): the ablations run, and appear in RESULTS.md, in this order; any other
 # conf/experiment/*.yaml follows alphabetically.
-ORDER = ["lists_vs_pairs", "loss_family", "list_length", "margin", "what_trains", "pooling", "pooling_oasst",
-         "overlong", "loss_family_oasst", "seed_tsv", "batching"]
+ORDER = [
+    "lists_vs_pairs",
+    "loss_family",
+    "list_length",
+    "margin",
+    "what_trains",
+    "pooling",
+    "pooling_oasst",
+    "overlong",
+    "loss_family_oasst",
+    "seed_tsv",
+    "batching",
+]
 
 
 @dataclass(frozen=True)
@@ -61,12 +72,18 @@ def load_spec(name: str) -> Spec:
     bad = sorted({a for pair in (block.get("paired_to") or {}).items() for a in pair} - set(block["arms"]))
     if bad:
         raise SystemExit(f"{path}: ablation.paired_to names arms that do not exist: {', '.join(bad)}")
-    return Spec(name=name, title=block["title"], paper=block["paper"],
-                arms={k: _arm(v) for k, v in block["arms"].items()}, seeds=list(block["seeds"]),
-                budgets={k: list(v) for k, v in block["budgets"].items()},
-                gpu_arms=list(block.get("gpu_arms") or []), note=block.get("note") or "",
-                extra_columns=list(block.get("extra_columns") or []),
-                paired_to=dict(block.get("paired_to") or {}))
+    return Spec(
+        name=name,
+        title=block["title"],
+        paper=block["paper"],
+        arms={k: _arm(v) for k, v in block["arms"].items()},
+        seeds=list(block["seeds"]),
+        budgets={k: list(v) for k, v in block["budgets"].items()},
+        gpu_arms=list(block.get("gpu_arms") or []),
+        note=block.get("note") or "",
+        extra_columns=list(block.get("extra_columns") or []),
+        paired_to=dict(block.get("paired_to") or {}),
+    )
 
 
 def _arm(value: list[str] | dict[str, list[str]]) -> dict[str, list[str]]:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from common import mean_ci  # noqa: E402
 
 Records = dict[str, list[dict[str, Any]]]  # arm -> one record per seed
-BARS = [("val/pair_acc", "val pair accuracy"), ("val/kendall_tau", "val Kendall τ"), ("test/pair_acc", "test pair accuracy")]
+BARS = [
+    ("val/pair_acc", "val pair accuracy"),
+    ("val/kendall_tau", "val Kendall τ"),
+    ("test/pair_acc", "test pair accuracy"),
+]
 
 
 def _mean_ci(values: list[float]) -> tuple[float, float]:
@@ -23,8 +27,9 @@ def _mean_ci(values: list[float]) -> tuple[float, float]:
     return m, 0.0 if np.isnan(h) else h
 
 
-def bar_figure(name: str, budget: str, arms: Records, fig_dir: Path,
-               metric: Callable[[dict[str, Any], str], float | None]) -> Path | None:
+def bar_figure(
+    name: str, budget: str, arms: Records, fig_dir: Path, metric: Callable[[dict[str, Any], str], float | None]
+) -> Path | None:
     """Mean ± 95% CI per arm for the headline metrics, seeds as dots."""
     if not arms:
         return None
@@ -58,13 +63,16 @@ def curve_figure(name: str, budget: str, arms: Records, fig_dir: Path) -> Path |
         acc = np.array([[p["pair_acc"] for p in cv[:n]] for cv in curves])  # (seeds, epochs)
         loss = np.array([[p["loss"] for p in cv[:n]] for cv in curves])  # (seeds, epochs)
         # each epoch encodes the same sequences: total / epochs per epoch
-        per_epoch = np.mean([r["metrics"]["train"]["sequences_encoded"] / max(1, r["metrics"]["train"]["epochs"])
-                             for r in recs])
+        per_epoch = np.mean(
+            [r["metrics"]["train"]["sequences_encoded"] / max(1, r["metrics"]["train"]["epochs"]) for r in recs]
+        )
         for ax, x, y in ((axes[0], epochs, acc), (axes[1], epochs, loss), (axes[2], epochs * per_epoch, acc)):
             ax.plot(x, y.mean(0), "o-", color=f"C{c}", label=arm)
             ax.fill_between(x, y.min(0), y.max(0), color=f"C{c}", alpha=0.15)
-    for ax, (xl, yl) in zip(axes, [("epoch", "val pair accuracy"), ("epoch", "val loss"),
-                                   ("training sequences encoded", "val pair accuracy")]):
+    for ax, (xl, yl) in zip(
+        axes,
+        [("epoch", "val pair accuracy"), ("epoch", "val loss"), ("training sequences encoded", "val pair accuracy")],
+    ):
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.legend(fontsize=8)

@@ -32,11 +32,22 @@ from common import EXP_DIR, ROOT, Spec, load_spec, merge_overrides, override_key
 # Overrides that keep a run's log readable and its dir small.
 QUIET = ["export=false", "++callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]
 # --smoke: pretrained backbones -> tiny random ones of the same kind (encoder / decoder).
-SMOKE_BACKBONE = {"minilm": "tiny_bert", "bert": "tiny_bert", "ernie": "tiny_ernie",
-                  "smollm2": "tiny_qwen", "qwen": "tiny_qwen"}
+SMOKE_BACKBONE = {
+    "minilm": "tiny_bert",
+    "bert": "tiny_bert",
+    "ernie": "tiny_ernie",
+    "smollm2": "tiny_qwen",
+    "qwen": "tiny_qwen",
+}
 SMOKE_DEFAULT_BACKBONE = ["backbone=tiny_bert"]  # before the arm's overrides: an arm's own backbone wins
-SMOKE = ["trainer.max_steps=2", "data.limit_train=8", "data.limit_val=4", "data.limit_test=4",
-         "++trainer.limit_val_batches=2", "++trainer.limit_test_batches=2"]  # after them: tiny whatever the arm says
+SMOKE = [
+    "trainer.max_steps=2",
+    "data.limit_train=8",
+    "data.limit_val=4",
+    "data.limit_test=4",
+    "++trainer.limit_val_batches=2",
+    "++trainer.limit_test_batches=2",
+]  # after them: tiny whatever the arm says
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,15 @@ def smoke_arm(overrides: list[str]) -> list[str]:
     return out
 
 
-def plan(spec: Spec, budget: str, seeds: list[int], arms: list[str] | None, root: Path,
-         smoke: bool = False, extra: tuple[str, ...] = ()) -> list[Run]:
+def plan(
+    spec: Spec,
+    budget: str,
+    seeds: list[int],
+    arms: list[str] | None,
+    root: Path,
+    smoke: bool = False,
+    extra: tuple[str, ...] = (),
+) -> list[Run]:
     """All arm x seed runs of one ablation, in arm order then seed order."""
     if budget not in spec.budgets:
         raise SystemExit(f"{spec.name}: unknown budget {budget!r} (have {', '.join(spec.budgets)})")
@@ -73,18 +91,40 @@ def plan(spec: Spec, budget: str, seeds: list[int], arms: list[str] | None, root
         arm_ov = spec.arm_overrides(arm, budget)
         arm_ov = smoke_arm(arm_ov) if smoke else arm_ov
         for seed in seeds:
-            ov = merge_overrides(spec.budgets[budget], SMOKE_DEFAULT_BACKBONE if smoke else [], arm_ov,
-                                 SMOKE if smoke else [], list(extra), [f"seed={seed}"])
-            runs.append(Run(spec.name, budget, arm, seed, ov,
-                            root / "runs" / spec.name / budget / arm / f"seed{seed}",
-                            result_path(root / "results", spec.name, budget, arm, seed)))
+            ov = merge_overrides(
+                spec.budgets[budget],
+                SMOKE_DEFAULT_BACKBONE if smoke else [],
+                arm_ov,
+                SMOKE if smoke else [],
+                list(extra),
+                [f"seed={seed}"],
+            )
+            runs.append(
+                Run(
+                    spec.name,
+                    budget,
+                    arm,
+                    seed,
+                    ov,
+                    root / "runs" / spec.name / budget / arm / f"seed{seed}",
+                    result_path(root / "results", spec.name, budget, arm, seed),
+                )
+            )
     return runs
 
 
 def command(run: Run, threads: int) -> list[str]:
     """The training command of one run."""
-    return [sys.executable, "-m", "rankrm.train", f"experiment={run.ablation}", *run.overrides,
-            f"threads={threads}", *QUIET, f"hydra.run.dir={run.run_dir}"]
+    return [
+        sys.executable,
+        "-m",
+        "rankrm.train",
+        f"experiment={run.ablation}",
+        *run.overrides,
+        f"threads={threads}",
+        *QUIET,
+        f"hydra.run.dir={run.run_dir}",
+    ]
 
 
 def val_curve(csv_path: Path, epochs: int) -> list[dict[str, float]]:
@@ -95,14 +135,20 @@ def val_curve(csv_path: Path, epochs: int) -> list[dict[str, float]]:
     with csv_path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val/pair_acc")]
     during_fit = [r for r in rows if int(r["epoch"]) < epochs] or rows[:1]
-    return [{"epoch": int(r["epoch"]), "step": int(r["step"]),
-             **{k.split("/", 1)[1]: float(v) for k, v in r.items() if k.startswith("val/") and v}}
-            for r in during_fit]
+    return [
+        {
+            "epoch": int(r["epoch"]),
+            "step": int(r["step"]),
+            **{k.split("/", 1)[1]: float(v) for k, v in r.items() if k.startswith("val/") and v},
+        }
+        for r in during_fit
+    ]
 
 
 def code_version() -> dict[str, Any]:
     """The commit the run's code came from and the files that differed from it (other people edit
     the same tree while ablations run, so a result is only reproducible from both)."""
+
     def git(*args: str) -> str:
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else ""
@@ -116,10 +162,18 @@ def collect(run: Run, cmd: list[str], smoke: bool) -> dict[str, Any]:
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     metrics.pop("best_checkpoint", None)  # a path into the uncommitted run dir
     shown = ["python", *cmd[1:-1]]  # the interpreter path and the run dir are machine-specific
-    return {"ablation": run.ablation, "budget": run.budget, "arm": run.arm, "seed": run.seed,
-            "smoke": smoke, "overrides": run.overrides, "command": " ".join(shown), "code": code_version(),
-            "metrics": metrics,
-            "val_curve": val_curve(run.run_dir / "csv" / "metrics.csv", metrics["train"]["epochs"])}
+    return {
+        "ablation": run.ablation,
+        "budget": run.budget,
+        "arm": run.arm,
+        "seed": run.seed,
+        "smoke": smoke,
+        "overrides": run.overrides,
+        "command": " ".join(shown),
+        "code": code_version(),
+        "metrics": metrics,
+        "val_curve": val_curve(run.run_dir / "csv" / "metrics.csv", metrics["train"]["epochs"]),
+    }
 
 
 def execute(run: Run, threads: int, smoke: bool, keep_checkpoints: bool = False) -> bool:
@@ -153,12 +207,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", default="quick", help="a key of the config's ablation.budgets (default quick)")
     p.add_argument("--arms", nargs="+", help="only these arms (default: all; gpu_arms only with --budget full)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time (mind memory: one SmolLM2 fine-tune at 192 tokens peaks at ~14 GB, "
-                        "~6.5 GB with backbone.gradient_checkpointing=true)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time (mind memory: one SmolLM2 fine-tune at 192 tokens peaks at ~14 GB, "
+        "~6.5 GB with backbone.gradient_checkpointing=true)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny backbone, tiny data, 2 steps: checks the config runs")
     p.add_argument("--root", type=Path, default=EXP_DIR, help="runs/ and results/ go under it")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (deleted once collected)")
+    p.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (deleted once collected)"
+    )
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides for every run")
     return p.parse_args(argv)
 
@@ -166,8 +226,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.ablation)
-    runs = plan(spec, args.budget, args.seeds or spec.seeds, args.arms, args.root.resolve(),
-                smoke=args.smoke, extra=tuple(args.set))
+    runs = plan(
+        spec,
+        args.budget,
+        args.seeds or spec.seeds,
+        args.arms,
+        args.root.resolve(),
+        smoke=args.smoke,
+        extra=tuple(args.set),
+    )
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # each run is its own process
         ok = list(pool.map(lambda r: execute(r, args.threads, args.smoke, args.keep_checkpoints), runs))
     print(f"{sum(ok)}/{len(ok)} runs of {spec.name} ({args.budget}) have results")

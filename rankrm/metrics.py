@@ -21,7 +21,7 @@ Conventions (documented once, here):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -151,16 +151,23 @@ def _batch_sums(rewards: Tensor, labels: Tensor, mask: Tensor, cutoffs: tuple[in
     rewards = rewards.detach()
     n_pairs, correct = _pair_counts(rewards, labels, mask)
     eligible = n_pairs > 0  # (B,)
-    per_list = torch.cat([
-        _kendall_tau_b(rewards, labels, mask).unsqueeze(-1),
-        _top1(rewards, labels, mask).unsqueeze(-1),
-        _ndcg(rewards, labels, mask, [None, *cutoffs]),
-    ], dim=-1)  # (B, 2 + 1 + C): tau, top1, ndcg, ndcg@c...
+    per_list = torch.cat(
+        [
+            _kendall_tau_b(rewards, labels, mask).unsqueeze(-1),
+            _top1(rewards, labels, mask).unsqueeze(-1),
+            _ndcg(rewards, labels, mask, [None, *cutoffs]),
+        ],
+        dim=-1,
+    )  # (B, 2 + 1 + C): tau, top1, ndcg, ndcg@c...
     list_sums = torch.where(eligible.unsqueeze(-1), per_list, 0.0).sum(dim=0).float()
     return {
-        "correct_pairs": correct.sum(), "total_pairs": n_pairs.sum(),
-        "total_lists": eligible.sum(), "exact_lists": (eligible & (correct == n_pairs)).sum(),
-        "tau_sum": list_sums[0], "top1_sum": list_sums[1], "ndcg_sum": list_sums[2:],
+        "correct_pairs": correct.sum(),
+        "total_pairs": n_pairs.sum(),
+        "total_lists": eligible.sum(),
+        "exact_lists": (eligible & (correct == n_pairs)).sum(),
+        "tau_sum": list_sums[0],
+        "top1_sum": list_sums[1],
+        "ndcg_sum": list_sums[2:],
     }
 
 
@@ -180,8 +187,9 @@ def _ratios(sums: dict[str, Tensor], cutoffs: tuple[int, ...]) -> dict[str, Tens
     return out
 
 
-def ranking_metrics(rewards: Tensor, labels: Tensor, mask: Tensor,
-                    cutoffs: Sequence[int] = (1, 3)) -> dict[str, Tensor]:
+def ranking_metrics(
+    rewards: Tensor, labels: Tensor, mask: Tensor, cutoffs: Sequence[int] = (1, 3)
+) -> dict[str, Tensor]:
     """All metrics of one batch at once, same keys as `RankingMetrics.compute`."""
     cutoffs = _check_cutoffs(cutoffs)
     return _ratios(_batch_sums(rewards, labels, mask, cutoffs), cutoffs)

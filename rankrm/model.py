@@ -31,7 +31,8 @@ scores. Compute the statistics with `forward(..., normalize=False)`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -157,8 +158,9 @@ class RewardModel(nn.Module):
             scores = (scores - self.reward_mean) / self.reward_std
         return scores
 
-    def _score_bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    def _score_bucketed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
         """Encode the N sequences in at most `length_buckets` chunks of similar length (`length_chunks`),
         each cut to its own longest row. Padding is masked, so the scores are the same; the padded
         compute is not: the responses of one list differ in length, which batching whole lists cannot fix."""
@@ -171,8 +173,9 @@ class RewardModel(nn.Module):
             chunks.append(self._score(input_ids[idx][:, keep], attention_mask[idx][:, keep], tt))
         return torch.cat(chunks)[order.argsort()]  # (N,) back in input order
 
-    def _score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    def _score(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
         """Raw scores (N,) of one padded block (N, T)."""
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -240,7 +243,7 @@ class RewardModel(nn.Module):
             # The pooler is part of the head in the seed design: keep it trainable.
             self.base_model.pooler.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "RewardModel":
+    def train(self, mode: bool = True) -> RewardModel:
         """As nn.Module.train, but a head_only backbone stays in eval mode (no dropout on frozen features)."""
         super().train(mode)
         if self.freeze_mode == "head_only":

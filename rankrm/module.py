@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -31,10 +32,15 @@ class RankRMModule(pl.LightningModule):
     the trainable parameters and the total number of steps.
     """
 
-    def __init__(self, model: RewardModel, loss_name: str, loss_kwargs: Mapping[str, Any] | None,
-                 optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., LambdaLR] | None = None,
-                 metric_cutoffs: tuple[int, ...] = (1, 3)) -> None:
+    def __init__(
+        self,
+        model: RewardModel,
+        loss_name: str,
+        loss_kwargs: Mapping[str, Any] | None,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., LambdaLR] | None = None,
+        metric_cutoffs: tuple[int, ...] = (1, 3),
+    ) -> None:
         super().__init__()
         # from_pretrained returns eval mode and Lightning never calls train(): without this a pretrained
         # backbone would train with dropout silently off (backbone.dropout=0.0 turns it off on purpose).
@@ -64,7 +70,8 @@ class RankRMModule(pl.LightningModule):
                 f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}, "
                 f"epoch {self.current_epoch}, {stage} batch {batch_idx}: lower optimizer.lr, keep "
                 "trainer.gradient_clip_val on, or use trainer.precision=32-true; the run stopped and "
-                "no checkpoint was written from this step")
+                "no checkpoint was written from this step"
+            )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         rewards = self(batch)
@@ -109,8 +116,9 @@ class RankRMModule(pl.LightningModule):
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         # Where the train loader was in its epoch (Lightning saves it for loaders with a state_dict()).
-        self._loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get(
-            "combined_loader")
+        self._loader_states = (
+            checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+        )
 
     def on_train_start(self) -> None:
         # Lightning hands the saved loader state only to a train loader built after the restore, but
@@ -128,8 +136,9 @@ class RankRMModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=params)  # hyperparameters: see rankrm.preflight.check_optimizer
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer,
-                                           total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(
+            optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -158,8 +167,14 @@ def reference_stats(module: RankRMModule, loader: Any) -> tuple[float, float]:
     """Mean and std of the model's raw scores over a reference set (for reward normalisation)."""
     module.eval()
     dev = next(module.model.parameters()).device
-    scores = [module.model(b["input_ids"].to(dev), b["attention_mask"].to(dev),
-                           None if b.get("token_type_ids") is None else b["token_type_ids"].to(dev),
-                           normalize=False) for b in loader]  # raw scores: never normalise twice
+    scores = [
+        module.model(
+            b["input_ids"].to(dev),
+            b["attention_mask"].to(dev),
+            None if b.get("token_type_ids") is None else b["token_type_ids"].to(dev),
+            normalize=False,
+        )
+        for b in loader
+    ]  # raw scores: never normalise twice
     s = torch.cat(scores).float()  # (N_total,)
     return s.mean().item(), s.std().clamp_min(1e-6).item()

@@ -3,8 +3,9 @@ fails in about a second with one message naming the key (and rule) or the file, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
@@ -16,33 +17,63 @@ Check = tuple[str, Callable[[Any], bool]]  # (what the value must be, test)
 
 
 def _int(lo: int, null: bool = False) -> Check:
-    return (("null or " if null else "") + f"an integer >= {lo}",
-            lambda v: (null and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= lo))
+    return (
+        ("null or " if null else "") + f"an integer >= {lo}",
+        lambda v: (null and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= lo),
+    )
 
 
 def _num(lo: float, hi: float | None = None, null: bool = False) -> Check:
     what = f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}"
-    return (("null or " if null else "") + what, lambda v: (null and v is None) or (
-        isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= (hi if hi is not None else v)))
+    return (
+        ("null or " if null else "") + what,
+        lambda v: (
+            (null and v is None)
+            or (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= (hi if hi is not None else v))
+        ),
+    )
 
 
 _BOOL: Check = ("true or false", lambda v: isinstance(v, bool))
 _DETERMINISTIC: Check = ("true, false or warn", lambda v: isinstance(v, bool) or v == "warn")
-_BATCHES: Check = ("null, a fraction in [0, 1] or a number of batches >= 0", lambda v: v is None or (
-    isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1))
+_BATCHES: Check = (
+    "null, a fraction in [0, 1] or a number of batches >= 0",
+    lambda v: (
+        v is None
+        or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+        or (isinstance(v, float) and 0 <= v <= 1)
+    ),
+)
 # Config values checked before anything is built (keys absent from the config are skipped).
 CHECKS: dict[str, Check] = {
-    "seed": _int(0), "threads": _int(1, null=True), "resume": _BOOL, "test": _BOOL, "export": _BOOL,
-    "trainer.max_epochs": _int(-1, null=True), "trainer.max_steps": _int(-1),
-    "trainer.accumulate_grad_batches": _int(1), "trainer.log_every_n_steps": _int(1),
-    "trainer.check_val_every_n_epoch": _int(1, null=True), "trainer.num_sanity_val_steps": _int(-1),
-    "trainer.gradient_clip_val": _num(0, null=True), "trainer.deterministic": _DETERMINISTIC,
+    "seed": _int(0),
+    "threads": _int(1, null=True),
+    "resume": _BOOL,
+    "test": _BOOL,
+    "export": _BOOL,
+    "trainer.max_epochs": _int(-1, null=True),
+    "trainer.max_steps": _int(-1),
+    "trainer.accumulate_grad_batches": _int(1),
+    "trainer.log_every_n_steps": _int(1),
+    "trainer.check_val_every_n_epoch": _int(1, null=True),
+    "trainer.num_sanity_val_steps": _int(-1),
+    "trainer.gradient_clip_val": _num(0, null=True),
+    "trainer.deterministic": _DETERMINISTIC,
     "trainer.limit_train_batches": _BATCHES,
-    "trainer.limit_val_batches": _BATCHES, "trainer.limit_test_batches": _BATCHES,
-    "data.batch_size": _int(1), "data.max_tokens": _int(1, null=True), "data.max_length": _int(1, null=True),
-    "data.num_workers": _int(0), "data.skip_invalid": _BOOL, "data.length_grouping": _BOOL,
-    "data.as_pairs": _BOOL, "data.limit_train": _int(1, null=True), "data.limit_val": _int(1, null=True),
-    "data.limit_test": _int(1, null=True), "optimizer.lr": _num(0), "scheduler.warmup_ratio": _num(0, 1),
+    "trainer.limit_val_batches": _BATCHES,
+    "trainer.limit_test_batches": _BATCHES,
+    "data.batch_size": _int(1),
+    "data.max_tokens": _int(1, null=True),
+    "data.max_length": _int(1, null=True),
+    "data.num_workers": _int(0),
+    "data.skip_invalid": _BOOL,
+    "data.length_grouping": _BOOL,
+    "data.as_pairs": _BOOL,
+    "data.limit_train": _int(1, null=True),
+    "data.limit_val": _int(1, null=True),
+    "data.limit_test": _int(1, null=True),
+    "optimizer.lr": _num(0),
+    "scheduler.warmup_ratio": _num(0, 1),
 }
 
 
@@ -67,8 +98,9 @@ def check_loss(loss_cfg: DictConfig) -> None:
         raise RankrmError(f"loss.name={loss_cfg.name!r} is unknown; choices: {', '.join(sorted(LOSSES))}")
     kwargs = OmegaConf.to_container(loss_cfg.get("kwargs") or {}, resolve=True)
     try:
-        LOSSES[loss_cfg.name](torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool),
-                              **kwargs)
+        LOSSES[loss_cfg.name](
+            torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool), **kwargs
+        )
     except TypeError as e:  # an unknown kwarg or a value of the wrong type (bad values raise RankrmError)
         raise RankrmError(f"loss.kwargs for loss {loss_cfg.name!r}: {e}") from None
 
@@ -96,15 +128,21 @@ def check_trainer(cfg: DictConfig) -> None:
     if strategy.startswith("fsdp") and cfg.get("export"):
         # Under FSDP every rank holds a shard; rank 0 alone cannot read the weights (state_dict() is a
         # collective there), so exporting would hang. Gathering is not implemented (no GPU to test it on).
-        raise RankrmError("export=true is not supported with trainer.strategy=fsdp (the weights are sharded "
-                          "across ranks): set export=false; the checkpoints are still written")
+        raise RankrmError(
+            "export=true is not supported with trainer.strategy=fsdp (the weights are sharded "
+            "across ranks): set export=false; the checkpoints are still written"
+        )
     if strategy.startswith("fsdp") and accelerator == "cpu":
-        raise RankrmError("trainer.strategy=fsdp runs on GPUs only (Lightning refuses FSDP on CPU): "
-                          "use trainer=ddp for several CPU processes")
+        raise RankrmError(
+            "trainer.strategy=fsdp runs on GPUs only (Lightning refuses FSDP on CPU): "
+            "use trainer=ddp for several CPU processes"
+        )
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise RankrmError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU (torch {torch.__version__}, "
-                          f"CUDA build: {torch.version.cuda or 'none'}): use trainer=cpu, or trainer=ddp for "
-                          "several CPU processes")
+        raise RankrmError(
+            f"trainer.accelerator={accelerator} but torch sees no CUDA GPU (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'none'}): use trainer=cpu, or trainer=ddp for "
+            "several CPU processes"
+        )
 
 
 def _read_data(cfg: DictConfig) -> Any:

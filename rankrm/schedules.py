@@ -10,8 +10,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from rankrm.errors import RankrmError
 
 
-def warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1,
-                 decay: str = "linear") -> LambdaLR:
+def warmup_decay(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1, decay: str = "linear"
+) -> LambdaLR:
     """Linear warmup over `warmup_ratio * total_steps`, then linear/cosine decay to 0 or constant."""
     warmup = int(warmup_ratio * total_steps)
     if decay not in ("linear", "cosine", "constant"):

@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -48,8 +49,9 @@ def load_exported(model_dir: str | Path) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def score_lists(model: Any, tokenizer: Any, lists: Sequence[RankedList], batch_size: int = 16,
-                max_length: int | None = None) -> list[list[float]]:
+def score_lists(
+    model: Any, tokenizer: Any, lists: Sequence[RankedList], batch_size: int = 16, max_length: int | None = None
+) -> list[list[float]]:
     """Scores (normalised when the export stores a norm) of every response of every list."""
     from rankrm.data.collate import RankCollator
     from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
@@ -67,17 +69,18 @@ def score_lists(model: Any, tokenizer: Any, lists: Sequence[RankedList], batch_s
     flat = [0.0] * len(ids)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             # One pseudo-list of all the batch's sequences: the collator pads them as in training.
-            chunk = EncodedList([ids[n] for n in idx], None if types is None else [types[n] for n in idx],
-                                tuple(0.0 for _ in idx))
+            chunk = EncodedList(
+                [ids[n] for n in idx], None if types is None else [types[n] for n in idx], tuple(0.0 for _ in idx)
+            )
             batch = collate([chunk])
             inputs = {k: v for k, v in batch.items() if k not in ("labels", "mask")}
             for n, s in zip(idx, hf_scores(model, inputs).tolist()):
                 flat[n] = s
     out, pos = [], 0
     for el in encoded:
-        out.append(flat[pos:pos + el.k])
+        out.append(flat[pos : pos + el.k])
         pos += el.k
     return out
 
@@ -85,7 +88,14 @@ def score_lists(model: Any, tokenizer: Any, lists: Sequence[RankedList], batch_s
 def _read_jsonl(path: str) -> tuple[list[dict[str, Any]], list[RankedList]]:
     """Input objects and their lists; a bad line is a DataError with file, line and field."""
     from rankrm.data.validate import (
-        DropLog, check_file, check_list, check_prompt, check_text, iter_lines, parse_json_object, require,
+        DropLog,
+        check_file,
+        check_list,
+        check_prompt,
+        check_text,
+        iter_lines,
+        parse_json_object,
+        require,
     )
 
     p = check_file(path)
@@ -134,8 +144,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--jsonl", metavar="FILE", help='score a file of {"prompt"?, "responses": [...]} lines')
     ap.add_argument("--out", metavar="FILE", help="write the jsonl output here instead of stdout")
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
-    ap.add_argument("--max-length", type=int, default=None,
-                    help="token limit; longer prompts are cut (default: the model's)")
+    ap.add_argument(
+        "--max-length", type=int, default=None, help="token limit; longer prompts are cut (default: the model's)"
+    )
     args = ap.parse_intermixed_args(argv)  # options may come after the TEXTs, or between them
     if bool(args.jsonl) == bool(args.texts):
         ap.error("give either TEXT arguments or --jsonl FILE")

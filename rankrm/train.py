@@ -2,8 +2,9 @@
 
 Glue only. `rankrm.preflight` first runs the cheap checks (config values, resume checkpoint, every
 data record, loss, optimizer) before Lightning / transformers load, so a typo or a bad line fails in
-about a second. Then data, model, module and trainer are built from the Hydra config. The result is `<run dir>/metrics.json`, checkpoints, and
-`<run dir>/model/` (a transformers export), written once (rank 0) and atomically.
+about a second. Then data, model, module and trainer are built from the Hydra config. The result is
+`<run dir>/metrics.json`, checkpoints, and `<run dir>/model/` (a transformers export), written once
+(rank 0) and atomically.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from rankrm.io import atomic_write_json
 from rankrm.preflight import preflight
 
 log = logging.getLogger("rankrm")
+
+
 def _build(node: Any, group: str, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate` for a config group: a constructor refusing its arguments is a config error."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -84,8 +87,14 @@ def _trainer(cfg: DictConfig, out_dir: Path) -> Any:
     callbacks = _build_dict(cfg.get("callbacks"), "callbacks")
     if not cfg.trainer.get("enable_checkpointing", True):  # Lightning would refuse the checkpoint callbacks
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ModelCheckpoint)]
-    return _build(cfg.trainer, "trainer", callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-                  logger=_build_dict(cfg.get("logger"), "logger") or False, default_root_dir=str(out_dir))
+    return _build(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=_build_dict(cfg.get("logger"), "logger") or False,
+        default_root_dir=str(out_dir),
+    )
 
 
 def _reward_norm(module: Any, dm: Any) -> dict[str, Any]:
@@ -120,10 +129,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model, tokenizer = build_reward_model(cfg.backbone)
     dm = _build(cfg.data, "data", tokenizer=tokenizer, seed=cfg.seed, preread=data)
     dm.setup("fit")  # tokenise now: a data set emptied by the length filter fails before the trainer starts
-    module = RankRMModule(model, cfg.loss.name, OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
-                          optimizer=hydra.utils.instantiate(cfg.optimizer),
-                          scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-                          metric_cutoffs=tuple(cfg.metric_cutoffs))
+    module = RankRMModule(
+        model,
+        cfg.loss.name,
+        OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        metric_cutoffs=tuple(cfg.metric_cutoffs),
+    )
     n_all = sum(p.numel() for p in module.parameters())
     n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
     log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
@@ -135,10 +148,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.backbone.get("normalize_rewards"):
         metrics["reward_norm"] = _reward_norm(module, dm)
     metrics.update(
-        data=dm.stats, params={"total": n_all, "trainable": n_train},
-        train={"global_steps": trainer.global_step, "epochs": trainer.current_epoch, "sequences_encoded": encoded,
-               "world_size": trainer.world_size},
-        wall_time_s=round(time.time() - start, 2))
+        data=dm.stats,
+        params={"total": n_all, "trainable": n_train},
+        train={
+            "global_steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "sequences_encoded": encoded,
+            "world_size": trainer.world_size,
+        },
+        wall_time_s=round(time.time() - start, 2),
+    )
     if trainer.is_global_zero:
         metrics["export"] = _export(cfg, module, tokenizer, out_dir)
         atomic_write_json(out_dir / "metrics.json", metrics)
@@ -157,8 +176,6 @@ def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str 
     except RankrmError as e:
         log.warning("export skipped: %s", e)
         return f"skipped: {e}"
-
-
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -75,8 +74,10 @@ def main() -> None:
                 model(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).sum().backward()
             times[n].append(time.perf_counter() - start)
     for n, ts in times.items() if args.repeats else ():
-        print(f"length_buckets={n}: median {statistics.median(ts):.2f} s for {len(timed)} fwd+bwd batches "
-              f"({args.threads} thread(s), load {os.getloadavg()[0]:.1f})")
+        print(
+            f"length_buckets={n}: median {statistics.median(ts):.2f} s for {len(timed)} fwd+bwd batches "
+            f"({args.threads} thread(s), load {os.getloadavg()[0]:.1f})"
+        )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
@@ -50,17 +51,30 @@ def vader_dir(flag: str | None) -> str:
 
 def machine_info(threads: int) -> dict[str, Any]:
     """What the figures depend on; the load average says how noisy they are (a shared machine)."""
-    return {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
-            "threads": threads, "python": platform.python_version(), "platform": platform.platform(),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def child_env(threads: int) -> dict[str, str]:
     """Offline, `threads` intra-op threads, and `scripts/` importable (Hydra `_target_: bench_common...`)."""
     env = dict(os.environ)
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads),
-                "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -81,8 +95,9 @@ def run_child(cmd: Sequence[str], log: Path, env: dict[str, str], timeout_s: flo
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+        )
         try:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             while not pid:  # poll, so a hung child cannot hang the benchmark
@@ -105,8 +120,9 @@ def run_worker(script: str, spec: dict[str, Any], workdir: Path, threads: int) -
     spec = {**spec, "result": str(result_path), "workdir": str(workdir)}
     spec_path.write_text(json.dumps(spec, indent=2))
     result_path.unlink(missing_ok=True)
-    run = run_child([sys.executable, str(SCRIPTS / script), "--worker", str(spec_path)],
-                    workdir / f"{name}.log", child_env(threads))
+    run = run_child(
+        [sys.executable, str(SCRIPTS / script), "--worker", str(spec_path)], workdir / f"{name}.log", child_env(threads)
+    )
     return read_result(run, result_path, name)
 
 
@@ -166,11 +182,14 @@ def write_report(path: str | None, payload: dict[str, Any], markdown: str) -> No
 
 def load_line(info: dict[str, Any]) -> str:
     la = info["loadavg_1_5_15"]
-    return (f"machine: {info['cpu_count']} cores, {info['threads']} torch threads, load average "
-            f"{la[0]}/{la[1]}/{la[2]} (1/5/15 min) at {info['time']}; figures measured under load are noisy")
+    return (
+        f"machine: {info['cpu_count']} cores, {info['threads']} torch threads, load average "
+        f"{la[0]}/{la[1]}/{la[2]} (1/5/15 min) at {info['time']}; figures measured under load are noisy"
+    )
 
 
 # ---------------------------------------------------------------- data: the same lists for every system
+
 
 def read_lists(path: str | Path) -> list[Any]:
     """RankedLists from a list JSONL, through rankrm's own reader."""
@@ -180,8 +199,9 @@ def read_lists(path: str | Path) -> list[Any]:
     return read_jsonl(path, DropLog()).lists
 
 
-def prepare_vader_lists(data_dir: str, k: int, n_train: int, n_val: int, seed: int, outdir: Path,
-                        min_gap: float) -> dict[str, str]:
+def prepare_vader_lists(
+    data_dir: str, k: int, n_train: int, n_val: int, seed: int, outdir: Path, min_gap: float
+) -> dict[str, str]:
     """Build K-way VADER lists with rankrm's reader; keep a seeded sample of n_train / n_val.
 
     The reader emits lists domain by domain, so the first N would all be tweets: sample instead.
@@ -195,8 +215,10 @@ def prepare_vader_lists(data_dir: str, k: int, n_train: int, n_val: int, seed: i
 
     splits, _ = load_vader(DropLog(), seed, data_dir, k=k, min_gap=min_gap)
     if len(splits["train"]) < n_train or len(splits["val"]) < n_val:
-        raise SystemExit(f"VADER at K={k}, min_gap={min_gap} has {len(splits['train'])} train / "
-                         f"{len(splits['val'])} val lists; asked for {n_train} / {n_val}")
+        raise SystemExit(
+            f"VADER at K={k}, min_gap={min_gap} has {len(splits['train'])} train / "
+            f"{len(splits['val'])} val lists; asked for {n_train} / {n_val}"
+        )
     rng = random.Random(f"bench:{seed}:{k}")
     chosen = {"train": rng.sample(splits["train"], n_train), "val": rng.sample(splits["val"], n_val)}
     outdir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +229,7 @@ def prepare_vader_lists(data_dir: str, k: int, n_train: int, n_val: int, seed: i
 
 
 # ---------------------------------------------------------------- measurement inside a worker
+
 
 class PaddingCounter:
     """Real vs padded token slots over the attention masks it is fed."""
@@ -234,8 +257,9 @@ def evaluate_lists(score: Callable[[list[Any]], Any], lists: Sequence[Any], batc
     mask = torch.tensor([[i < rl.k for i in range(k)] for rl in lists])  # (B, K)
     labels = torch.tensor([list(rl.labels) + [0.0] * (k - rl.k) for rl in lists])  # (B, K)
     with torch.no_grad():
-        scores = torch.cat([score(list(lists[i:i + batch_lists])).float()
-                            for i in range(0, len(lists), batch_lists)])  # (N,)
+        scores = torch.cat(
+            [score(list(lists[i : i + batch_lists])).float() for i in range(0, len(lists), batch_lists)]
+        )  # (N,)
     rewards = torch.zeros(len(lists), k).masked_scatter(mask, scores)  # (B, K)
     return {name: float(v) for name, v in ranking_metrics(rewards, labels, mask).items()}
 
@@ -282,13 +306,23 @@ class FitStats:
 
     def result(self, trainer: Any) -> dict[str, Any]:
         end, train = time.perf_counter(), trainer.datamodule.stats.get("train", {})
-        return {"train_s": end - self.built, "fit_loop_s": end - self.fit_start, "examples": self.examples,
-                "pairs": self.pairs, "sequences": self.sequences, "pad_share": self.pad.pad_share,
-                "batches": self.pad.batches, "steps": trainer.global_step,
-                "first_step_s": self.step_s[0] if self.step_s else None,
-                "median_step_s": statistics.median(self.step_s) if self.step_s else None,
-                "world_size": trainer.world_size, "rank": trainer.global_rank, "train_lists": train.get("lists"),
-                "overlong_filtered": train.get("overlong_filtered"), "peak_rss_rank_mb": vm_hwm_mb()}
+        return {
+            "train_s": end - self.built,
+            "fit_loop_s": end - self.fit_start,
+            "examples": self.examples,
+            "pairs": self.pairs,
+            "sequences": self.sequences,
+            "pad_share": self.pad.pad_share,
+            "batches": self.pad.batches,
+            "steps": trainer.global_step,
+            "first_step_s": self.step_s[0] if self.step_s else None,
+            "median_step_s": statistics.median(self.step_s) if self.step_s else None,
+            "world_size": trainer.world_size,
+            "rank": trainer.global_rank,
+            "train_lists": train.get("lists"),
+            "overlong_filtered": train.get("overlong_filtered"),
+            "peak_rss_rank_mb": vm_hwm_mb(),
+        }
 
 
 def make_probe(out: str, val_file: str | None = None, max_length: int | None = None) -> Any:
@@ -326,8 +360,14 @@ def make_probe(out: str, val_file: str | None = None, max_length: int | None = N
     return BenchProbe()
 
 
-def run_rankrm_cli(name: str, overrides: Sequence[str], workdir: Path, threads: int,
-                   val_file: str | None = None, max_length: int | None = None) -> dict[str, Any]:
+def run_rankrm_cli(
+    name: str,
+    overrides: Sequence[str],
+    workdir: Path,
+    threads: int,
+    val_file: str | None = None,
+    max_length: int | None = None,
+) -> dict[str, Any]:
     """`python -m rankrm.train <overrides>` with the probe; returns the probe's JSON + wall/RSS.
 
     Checkpoints, export, test and the progress bar are off (no side of a benchmark does them);
@@ -337,12 +377,23 @@ def run_rankrm_cli(name: str, overrides: Sequence[str], workdir: Path, threads: 
     probe = workdir / f"{name}.probe.json"
     probe.unlink(missing_ok=True)
     run_dir = workdir / f"{name}_run"
-    cmd = [sys.executable, "-m", "rankrm.train", *overrides,
-           "callbacks.model_checkpoint=null", "callbacks.progress_bar=null",
-           "++trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false",
-           "trainer.check_val_every_n_epoch=1000", "test=false", "export=false", f"threads={threads}",
-           f"hydra.run.dir={run_dir}",
-           "+callbacks.bench_probe._target_=bench_common.make_probe", f"+callbacks.bench_probe.out={probe}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rankrm.train",
+        *overrides,
+        "callbacks.model_checkpoint=null",
+        "callbacks.progress_bar=null",
+        "++trainer.enable_progress_bar=false",
+        "++trainer.enable_checkpointing=false",
+        "trainer.check_val_every_n_epoch=1000",
+        "test=false",
+        "export=false",
+        f"threads={threads}",
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.bench_probe._target_=bench_common.make_probe",
+        f"+callbacks.bench_probe.out={probe}",
+    ]
     if val_file:
         cmd += [f"+callbacks.bench_probe.val_file={val_file}", f"+callbacks.bench_probe.max_length={max_length}"]
     return read_result(run_child(cmd, workdir / f"{name}.log", child_env(threads)), probe, name)

@@ -35,11 +35,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-COLUMNS = [("config", "config"), ("processes", "processes"), ("threads", "threads/process"),
-           ("per_rank_batch", "lists/batch/process"), ("lists_per_s", "lists/s (train)"),
-           ("loop_lists_per_s", "lists/s (loop)"), ("speedup", "x 1 process (loop)"), ("train_s", "train s"),
-           ("fit_loop_s", "loop s"), ("process_wall_s", "process s"), ("rss_sum_mb", "peak RSS sum MB"),
-           ("steps", "steps")]
+COLUMNS = [
+    ("config", "config"),
+    ("processes", "processes"),
+    ("threads", "threads/process"),
+    ("per_rank_batch", "lists/batch/process"),
+    ("lists_per_s", "lists/s (train)"),
+    ("loop_lists_per_s", "lists/s (loop)"),
+    ("speedup", "x 1 process (loop)"),
+    ("train_s", "train s"),
+    ("fit_loop_s", "loop s"),
+    ("process_wall_s", "process s"),
+    ("rss_sum_mb", "peak RSS sum MB"),
+    ("steps", "steps"),
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,26 +78,48 @@ def configs(args: argparse.Namespace) -> list[tuple[str, int, int, list[str]]]:
     if args.cores > 1 and not args.quick:
         out.append(("trainer=cpu threads=1", 1, 1, ["trainer=cpu"]))
     for n in args.devices:
-        out.append((f"trainer=ddp devices={n}", n, max(1, args.cores // n),
-                    ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={n}"]))
+        out.append(
+            (
+                f"trainer=ddp devices={n}",
+                n,
+                max(1, args.cores // n),
+                ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={n}"],
+            )
+        )
     return out
 
 
-def run_config(args: argparse.Namespace, lists: dict[str, str], config: tuple[str, int, int, list[str]],
-               rep: int, workdir: Path) -> dict[str, Any]:
+def run_config(
+    args: argparse.Namespace, lists: dict[str, str], config: tuple[str, int, int, list[str]], rep: int, workdir: Path
+) -> dict[str, Any]:
     label, n, threads, trainer = config
     if args.lists_per_batch % n:
         raise SystemExit(f"--lists-per-batch {args.lists_per_batch} does not split over {n} processes")
     name = f"{label.replace(' ', '_').replace('=', '')}_r{rep}"
-    overrides = [f"backbone={args.backbone}", f"loss={args.loss}", "data=jsonl", f"seed={args.seed}",
-                 f"data.source.train={lists['train']}", f"data.source.val={lists['val']}",
-                 f"data.source.test={lists['test']}", f"data.batch_size={args.lists_per_batch // n}",
-                 f"data.max_length={args.max_length}", *trainer]
+    overrides = [
+        f"backbone={args.backbone}",
+        f"loss={args.loss}",
+        "data=jsonl",
+        f"seed={args.seed}",
+        f"data.source.train={lists['train']}",
+        f"data.source.val={lists['val']}",
+        f"data.source.test={lists['test']}",
+        f"data.batch_size={args.lists_per_batch // n}",
+        f"data.max_length={args.max_length}",
+        *trainer,
+    ]
     res = bc.run_rankrm_cli(name, overrides, workdir, threads)
     ranks = [res] + [json.loads(p.read_text()) for p in sorted(workdir.glob(f"{name}.probe.json.rank*"))]
-    res.update(config=label, processes=n, threads=threads, per_rank_batch=args.lists_per_batch // n,
-               ranks_reporting=len(ranks), rss_sum_mb=sum(r["peak_rss_rank_mb"] for r in ranks),
-               lists_per_s=res["train_lists"] / res["train_s"], loop_lists_per_s=res["train_lists"] / res["fit_loop_s"])
+    res.update(
+        config=label,
+        processes=n,
+        threads=threads,
+        per_rank_batch=args.lists_per_batch // n,
+        ranks_reporting=len(ranks),
+        rss_sum_mb=sum(r["peak_rss_rank_mb"] for r in ranks),
+        lists_per_s=res["train_lists"] / res["train_s"],
+        loop_lists_per_s=res["train_lists"] / res["fit_loop_s"],
+    )
     return res
 
 
@@ -96,8 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ddp_"))
     info = bc.machine_info(args.cores)
-    lists = bc.prepare_vader_lists(bc.vader_dir(args.vader_dir), args.k, args.train_lists, args.val_lists,
-                                   args.seed, workdir / "lists", args.min_gap)
+    lists = bc.prepare_vader_lists(
+        bc.vader_dir(args.vader_dir),
+        args.k,
+        args.train_lists,
+        args.val_lists,
+        args.seed,
+        workdir / "lists",
+        args.min_gap,
+    )
     runs: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeats):
         for config in configs(args):
@@ -107,15 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["speedup"] = r["loop_lists_per_s"] / ref["loop_lists_per_s"]
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    md = "\n\n".join([
-        f"## rankrm DDP on CPU ({args.backbone}, loss {args.loss}, K={args.k}, {args.train_lists} lists, "
-        f"global batch {args.lists_per_batch} lists, {args.cores} cores shared, medians of {args.repeats})",
-        bc.markdown_table(rows, COLUMNS),
-        "Speedup is against `trainer=ddp devices=1`. On 2 cores expect ~1x or less: two 1-thread "
-        "processes do the arithmetic of one 2-thread process, plus an all-reduce per step. On a loaded "
-        "machine 2-thread processes stall in OpenMP barriers whenever another process holds a core, "
-        "which flatters the 1-thread rows (compare `trainer=cpu threads=1`).",
-        bc.load_line(info) + f"; after: {info['loadavg_after']}"])
+    md = "\n\n".join(
+        [
+            f"## rankrm DDP on CPU ({args.backbone}, loss {args.loss}, K={args.k}, {args.train_lists} lists, "
+            f"global batch {args.lists_per_batch} lists, {args.cores} cores shared, medians of {args.repeats})",
+            bc.markdown_table(rows, COLUMNS),
+            "Speedup is against `trainer=ddp devices=1`. On 2 cores expect ~1x or less: two 1-thread "
+            "processes do the arithmetic of one 2-thread process, plus an all-reduce per step. On a loaded "
+            "machine 2-thread processes stall in OpenMP barriers whenever another process holds a core, "
+            "which flatters the 1-thread rows (compare `trainer=cpu threads=1`).",
+            bc.load_line(info) + f"; after: {info['loadavg_after']}",
+        ]
+    )
     bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows, "workdir": str(workdir)}, md)
     return 0
 

@@ -16,7 +16,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,8 +82,10 @@ def main() -> None:
     labels = torch.arange(args.k - 1, -1, -1.0).expand(args.batch, args.k)  # strict, best first
     mask = torch.ones(args.batch, args.k, dtype=torch.bool)
 
-    loops = {"ranklist": lambda r: seed_loop_loss(r, F.logsigmoid),  # the reader's fix
-             "ranklist_sigmoid": lambda r: seed_loop_loss(r, torch.sigmoid)}
+    loops = {
+        "ranklist": lambda r: seed_loop_loss(r, F.logsigmoid),  # the reader's fix
+        "ranklist_sigmoid": lambda r: seed_loop_loss(r, torch.sigmoid),
+    }
     for name, loop in loops.items():  # same number before timing
         torch.testing.assert_close(loop(rewards), LOSSES[name](rewards, labels, mask))
 
@@ -93,9 +95,11 @@ def main() -> None:
         sec = time_fwd_bwd(lambda r, fn=fn: fn(r, labels, mask), rewards, args.repeats)
         rows.append((name, sec, loop_s.get(name)))
 
-    print(f"B={args.batch}, K={args.k} ({args.k * (args.k - 1) // 2} pairs/list), forward+backward, "
-          f"median of {args.repeats} (loop: {args.loop_repeats}), {args.threads} thread(s), "
-          f"torch {torch.__version__}, load avg {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"B={args.batch}, K={args.k} ({args.k * (args.k - 1) // 2} pairs/list), forward+backward, "
+        f"median of {args.repeats} (loop: {args.loop_repeats}), {args.threads} thread(s), "
+        f"torch {torch.__version__}, load avg {os.getloadavg()[0]:.2f}\n"
+    )
     print("| loss | vectorised (ms) | seed loop (ms) | speed-up |")
     print("|---|---:|---:|---:|")
     for name, sec, loop in rows:
@@ -104,8 +108,10 @@ def main() -> None:
     metric_s = time_metrics(rewards, labels, mask, args.repeats)
     print(f"| RankingMetrics.update (all metrics, no grad) | {metric_s * 1e3:.3f} | | |")
     vec = dict((name, sec) for name, sec, _ in rows)
-    print(f"\nspeed-up ranklist vs seed loop (logsigmoid): {loop_s['ranklist'] / vec['ranklist']:.0f}x; "
-          f"ranklist_sigmoid vs seed loop (sigmoid): {loop_s['ranklist_sigmoid'] / vec['ranklist_sigmoid']:.0f}x")
+    print(
+        f"\nspeed-up ranklist vs seed loop (logsigmoid): {loop_s['ranklist'] / vec['ranklist']:.0f}x; "
+        f"ranklist_sigmoid vs seed loop (sigmoid): {loop_s['ranklist_sigmoid'] / vec['ranklist_sigmoid']:.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+
 from rankrm import CONF_DIR
 
-COLUMNS = [("gradient_checkpointing", "gradient checkpointing"), ("sequences", "sequences x tokens"),
-           ("setup_rss_mb", "peak RSS after setup MB"), ("peak_rss_mb", "peak RSS MB"),
-           ("step_s", "step s (median)"), ("loss_first", "loss, step 1"), ("loss_last", "loss, last step")]
+COLUMNS = [
+    ("gradient_checkpointing", "gradient checkpointing"),
+    ("sequences", "sequences x tokens"),
+    ("setup_rss_mb", "peak RSS after setup MB"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("step_s", "step s (median)"),
+    ("loss_first", "loss, step 1"),
+    ("loss_last", "loss, last step"),
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,19 +73,40 @@ def main(argv: list[str] | None = None) -> int:
     info = bc.machine_info(args.threads)
     rows = []
     for ckpt in (False, True):
-        spec = {"name": f"ckpt_{str(ckpt).lower()}", "backbone": args.backbone, "lists": args.lists, "k": args.k,
-                "max_length": args.max_length, "steps": args.steps, "threads": args.threads, "seed": args.seed,
-                "gradient_checkpointing": ckpt}
+        spec = {
+            "name": f"ckpt_{str(ckpt).lower()}",
+            "backbone": args.backbone,
+            "lists": args.lists,
+            "k": args.k,
+            "max_length": args.max_length,
+            "steps": args.steps,
+            "threads": args.threads,
+            "seed": args.seed,
+            "gradient_checkpointing": ckpt,
+        }
         row = bc.run_worker("bench_memory.py", spec, workdir, args.threads)
-        rows.append({**row, "gradient_checkpointing": "on" if ckpt else "off",
-                     "sequences": f"{args.lists * args.k} x {args.max_length}"})
+        rows.append(
+            {
+                **row,
+                "gradient_checkpointing": "on" if ckpt else "off",
+                "sequences": f"{args.lists * args.k} x {args.max_length}",
+            }
+        )
     off, on = rows
-    ratio = {"peak_rss_on_over_off": on["peak_rss_mb"] / off["peak_rss_mb"], "step_on_over_off": on["step_s"] / off["step_s"]}
-    md = "\n\n".join([f"## One training step, gradient checkpointing off vs on ({args.backbone}, {args.lists} lists "
-                      f"x K={args.k}, {args.max_length} tokens each, {args.threads} threads, median of "
-                      f"{args.steps - 1} steps)", bc.markdown_table(rows, COLUMNS),
-                      f"on / off: peak RSS {ratio['peak_rss_on_over_off']:.2f}x, step time "
-                      f"{ratio['step_on_over_off']:.2f}x", bc.load_line(info)])
+    ratio = {
+        "peak_rss_on_over_off": on["peak_rss_mb"] / off["peak_rss_mb"],
+        "step_on_over_off": on["step_s"] / off["step_s"],
+    }
+    md = "\n\n".join(
+        [
+            f"## One training step, gradient checkpointing off vs on ({args.backbone}, {args.lists} lists "
+            f"x K={args.k}, {args.max_length} tokens each, {args.threads} threads, median of "
+            f"{args.steps - 1} steps)",
+            bc.markdown_table(rows, COLUMNS),
+            f"on / off: peak RSS {ratio['peak_rss_on_over_off']:.2f}x, step time {ratio['step_on_over_off']:.2f}x",
+            bc.load_line(info),
+        ]
+    )
     bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows, **ratio}, md)
     return 0
 
@@ -114,8 +142,12 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
         losses.append(float(loss))
-    return {"setup_rss_mb": round(setup_rss, 1), "step_s": statistics.median(times[1:]),
-            "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
+    return {
+        "setup_rss_mb": round(setup_rss, 1),
+        "step_s": statistics.median(times[1:]),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+    }
 
 
 if __name__ == "__main__":

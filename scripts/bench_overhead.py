@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+
 from rankrm import CONF_DIR
 
 
@@ -61,12 +62,20 @@ def compose(args: argparse.Namespace, lists: dict[str, str], extra: list[str] = 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    overrides = [f"backbone={args.backbone}", f"loss={args.loss}", "data=jsonl", f"seed={args.seed}",
-                 f"data.source.train={lists['train']}", f"data.source.val={lists['val']}",
-                 f"data.source.test={lists['test']}", f"data.batch_size={args.lists_per_batch}",
-                 f"data.max_length={args.max_length}",
-                 # No dropout: both loops then compute the same function, whatever mode a module is in.
-                 "backbone.dropout=0.0", *extra]
+    overrides = [
+        f"backbone={args.backbone}",
+        f"loss={args.loss}",
+        "data=jsonl",
+        f"seed={args.seed}",
+        f"data.source.train={lists['train']}",
+        f"data.source.val={lists['val']}",
+        f"data.source.test={lists['test']}",
+        f"data.batch_size={args.lists_per_batch}",
+        f"data.max_length={args.max_length}",
+        # No dropout: both loops then compute the same function, whatever mode a module is in.
+        "backbone.dropout=0.0",
+        *extra,
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
@@ -87,9 +96,13 @@ def make_module(cfg: Any, model0: Any) -> Any:
 
     from rankrm.module import RankRMModule
 
-    return RankRMModule(copy.deepcopy(model0), cfg.loss.name, OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
-                        optimizer=instantiate(cfg.optimizer),
-                        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
+    return RankRMModule(
+        copy.deepcopy(model0),
+        cfg.loss.name,
+        OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
 
 
 def bare_epoch(module: Any, batches: list[dict], clip: float | None, timers: dict | None = None) -> float:
@@ -121,8 +134,13 @@ def bare_epoch(module: Any, batches: list[dict], clip: float | None, timers: dic
         if timers is not None:  # a validation step's metric update, timed apart from the step
             metrics.update(rewards.detach().float(), batch["labels"], batch["mask"])
             t4 = time.perf_counter()
-            for key, dt in (("forward", t1 - t0), ("loss", t2 - t1), ("backward_opt", t3 - t2),
-                            ("metrics", t4 - t3), ("step", t3 - t0)):
+            for key, dt in (
+                ("forward", t1 - t0),
+                ("loss", t2 - t1),
+                ("backward_opt", t3 - t2),
+                ("metrics", t4 - t3),
+                ("step", t3 - t0),
+            ):
                 timers.setdefault(key, []).append(dt)
     return time.perf_counter() - start
 
@@ -141,8 +159,15 @@ def lightning_epoch(cfg: Any, module: Any, batches: list[dict]) -> tuple[float, 
             self.seconds = time.perf_counter() - self.start
 
     timer = LoopTimer()
-    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, enable_progress_bar=False,
-                          enable_checkpointing=False, limit_val_batches=0, max_epochs=1)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[timer],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        max_epochs=1,
+    )
     loader = DataLoader(batches, batch_size=None, shuffle=False)  # pre-collated: yields them as they are
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
@@ -152,10 +177,10 @@ def lightning_epoch(cfg: Any, module: Any, batches: list[dict]) -> tuple[float, 
 def overhead(args: argparse.Namespace, cfg: Any, model0: Any, batches: list[dict]) -> dict[str, Any]:
     """Median seconds of a bare epoch and of a Lightning epoch (alternating order), and their ratio."""
     clip = cfg.trainer.get("gradient_clip_val")
-    bare_epoch(make_module(cfg, model0), batches[:args.warmup_steps], clip)  # warm-up, untimed
+    bare_epoch(make_module(cfg, model0), batches[: args.warmup_steps], clip)  # warm-up, untimed
     times: dict[str, list[float]] = {"bare_s": [], "lightning_fit_s": [], "lightning_loop_s": []}
     for rep in range(args.repeats):
-        for which in (("bare", "lightning") if rep % 2 == 0 else ("lightning", "bare")):
+        for which in ("bare", "lightning") if rep % 2 == 0 else ("lightning", "bare"):
             module = make_module(cfg, model0)
             if which == "bare":
                 times["bare_s"].append(bare_epoch(module, batches, clip))
@@ -164,8 +189,12 @@ def overhead(args: argparse.Namespace, cfg: Any, model0: Any, batches: list[dict
                 times["lightning_fit_s"].append(fit_s)
                 times["lightning_loop_s"].append(loop_s)
     row: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
-    row.update(steps=len(batches), fit_over_bare=row["lightning_fit_s"] / row["bare_s"],
-               loop_over_bare=row["lightning_loop_s"] / row["bare_s"], runs=times)
+    row.update(
+        steps=len(batches),
+        fit_over_bare=row["lightning_fit_s"] / row["bare_s"],
+        loop_over_bare=row["lightning_loop_s"] / row["bare_s"],
+        runs=times,
+    )
     return row
 
 
@@ -183,9 +212,15 @@ def padding(args: argparse.Namespace, lists: dict[str, str], model0: Any, tokeni
         seconds = bare_epoch(module, batches, cfg.trainer.get("gradient_clip_val"))
         module.eval()
         m = bc.evaluate_lists(bc.rankrm_val_scorer(module, tokenizer, args.max_length), val)
-        rows.append({"batching": "length-grouped" if grouping else "random",
-                     "pad_share": dm.stats["train"]["padded_share"], "epoch_s": seconds,
-                     "val_pair_acc": m["pair_acc"], "val_kendall_tau": m["kendall_tau"]})
+        rows.append(
+            {
+                "batching": "length-grouped" if grouping else "random",
+                "pad_share": dm.stats["train"]["padded_share"],
+                "epoch_s": seconds,
+                "val_pair_acc": m["pair_acc"],
+                "val_kendall_tau": m["kendall_tau"],
+            }
+        )
     return rows
 
 
@@ -200,8 +235,14 @@ def step_parts(cfg: Any, model0: Any, batches: list[dict]) -> list[dict[str, Any
     module = make_module(cfg, model0)
     bare_epoch(module, batches, cfg.trainer.get("gradient_clip_val"), timers)
     step = statistics.median(timers["step"])
-    rows = [{"part": part, "ms": 1000 * statistics.median(timers[part]), "share_of_step": statistics.median(timers[part]) / step}
-            for part in ("forward", "loss", "backward_opt", "metrics", "step")]
+    rows = [
+        {
+            "part": part,
+            "ms": 1000 * statistics.median(timers[part]),
+            "share_of_step": statistics.median(timers[part]) / step,
+        }
+        for part in ("forward", "loss", "backward_opt", "metrics", "step")
+    ]
     module.eval()
     with torch.no_grad():
         grids = [(module(b).float(), b["labels"], b["mask"]) for b in batches]  # (B, K) each
@@ -214,8 +255,13 @@ def step_parts(cfg: Any, model0: Any, batches: list[dict]) -> list[dict[str, Any
             t0 = time.perf_counter()
             fn(r, labels, mask, **kwargs).backward()
             dts.append(time.perf_counter() - t0)
-        rows.append({"part": f"loss {name} fwd+bwd", "ms": 1000 * statistics.median(dts),
-                     "share_of_step": statistics.median(dts) / step})
+        rows.append(
+            {
+                "part": f"loss {name} fwd+bwd",
+                "ms": 1000 * statistics.median(dts),
+                "share_of_step": statistics.median(dts) / step,
+            }
+        )
     return rows
 
 
@@ -231,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_overhead_"))
     info = bc.machine_info(args.threads)
-    lists = bc.prepare_vader_lists(bc.vader_dir(args.vader_dir), args.k, args.train_lists, args.val_lists,
-                                   args.seed, workdir, args.min_gap)
+    lists = bc.prepare_vader_lists(
+        bc.vader_dir(args.vader_dir), args.k, args.train_lists, args.val_lists, args.seed, workdir, args.min_gap
+    )
     cfg = compose(args, lists)
     seed_everything(args.seed, verbose=False)
     model0, tokenizer = build_reward_model(cfg.backbone)
@@ -241,21 +288,50 @@ def main(argv: list[str] | None = None) -> int:
     pad = padding(args, lists, model0, tokenizer)
     parts = step_parts(cfg, model0, batches)
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    md = "\n\n".join([
-        f"## rankrm overhead ({args.backbone}, loss {args.loss}, K={args.k}, {args.train_lists} lists, "
-        f"{args.lists_per_batch} per batch, max_length {args.max_length}, medians of {args.repeats})",
-        "Framework overhead (goal: Lightning / bare <= 1.15):",
-        bc.markdown_table([over], [("steps", "steps"), ("bare_s", "bare epoch s"), ("lightning_fit_s", "trainer.fit s"),
-                                   ("lightning_loop_s", "Lightning loop s"), ("fit_over_bare", "fit / bare"),
-                                   ("loop_over_bare", "loop / bare")]),
-        "Padding (one epoch each; goal: accuracy unchanged):",
-        bc.markdown_table(pad, [("batching", "batches"), ("pad_share", "padded share"), ("epoch_s", "epoch s"),
-                                ("val_pair_acc", "val pair acc"), ("val_kendall_tau", "val Kendall tau")]),
-        "Inside a step (goal: loss + metrics <= 2% of the step):",
-        bc.markdown_table(parts, [("part", "part"), ("ms", "median ms"), ("share_of_step", "share of step")]),
-        bc.load_line(info) + f"; after: {info['loadavg_after']}"])
-    bc.write_report(args.out, {"args": vars(args), "machine": info, "overhead": over, "padding": pad,
-                               "step_parts": parts, "data_config": OmegaConf.to_container(cfg.data)}, md)
+    md = "\n\n".join(
+        [
+            f"## rankrm overhead ({args.backbone}, loss {args.loss}, K={args.k}, {args.train_lists} lists, "
+            f"{args.lists_per_batch} per batch, max_length {args.max_length}, medians of {args.repeats})",
+            "Framework overhead (goal: Lightning / bare <= 1.15):",
+            bc.markdown_table(
+                [over],
+                [
+                    ("steps", "steps"),
+                    ("bare_s", "bare epoch s"),
+                    ("lightning_fit_s", "trainer.fit s"),
+                    ("lightning_loop_s", "Lightning loop s"),
+                    ("fit_over_bare", "fit / bare"),
+                    ("loop_over_bare", "loop / bare"),
+                ],
+            ),
+            "Padding (one epoch each; goal: accuracy unchanged):",
+            bc.markdown_table(
+                pad,
+                [
+                    ("batching", "batches"),
+                    ("pad_share", "padded share"),
+                    ("epoch_s", "epoch s"),
+                    ("val_pair_acc", "val pair acc"),
+                    ("val_kendall_tau", "val Kendall tau"),
+                ],
+            ),
+            "Inside a step (goal: loss + metrics <= 2% of the step):",
+            bc.markdown_table(parts, [("part", "part"), ("ms", "median ms"), ("share_of_step", "share of step")]),
+            bc.load_line(info) + f"; after: {info['loadavg_after']}",
+        ]
+    )
+    bc.write_report(
+        args.out,
+        {
+            "args": vars(args),
+            "machine": info,
+            "overhead": over,
+            "padding": pad,
+            "step_parts": parts,
+            "data_config": OmegaConf.to_container(cfg.data),
+        },
+        md,
+    )
     return 0
 
 

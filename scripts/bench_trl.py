@@ -43,19 +43,31 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from math import comb
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+
 from rankrm import CONF_DIR
 
 SYSTEMS = ("trl", "rankrm_ranklist", "rankrm_pairwise")
-COLUMNS = [("k", "K"), ("system", "system"), ("lists_per_s", "lists/s"), ("pairs_per_s", "pairs/s"),
-           ("speedup_vs_trl", "x TRL"), ("train_s", "train s"), ("process_wall_s", "process s"),
-           ("peak_rss_mb", "peak RSS MB"), ("pad_share", "padded share"), ("steps", "steps"),
-           ("val_pair_acc", "val pair acc"), ("val_kendall_tau", "val Kendall tau")]
+COLUMNS = [
+    ("k", "K"),
+    ("system", "system"),
+    ("lists_per_s", "lists/s"),
+    ("pairs_per_s", "pairs/s"),
+    ("speedup_vs_trl", "x TRL"),
+    ("train_s", "train s"),
+    ("process_wall_s", "process s"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("pad_share", "padded share"),
+    ("steps", "steps"),
+    ("val_pair_acc", "val pair acc"),
+    ("val_kendall_tau", "val Kendall tau"),
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,8 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads per system")
     p.add_argument("--repeats", type=int, default=1, help="runs per system; medians are reported")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute activations in the backward, in all systems (non-reentrant on both sides)")
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward, in all systems (non-reentrant on both sides)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.ks, args.train_lists, args.val_lists, args.lists_per_batch = [3], 8, 4, 2
@@ -79,10 +94,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def spec_for(args: argparse.Namespace, k: int, lists: dict[str, str], system: str, rep: int) -> dict[str, Any]:
-    return {"name": f"k{k}_{system}_r{rep}", "system": system, "k": k, "backbone": args.backbone,
-            "lists_per_batch": args.lists_per_batch, "pairs_per_list": comb(k, 2),
-            "max_length": args.max_length, "lr": args.lr, "threads": args.threads, "seed": args.seed,
-            "gradient_checkpointing": args.gradient_checkpointing, **lists}
+    return {
+        "name": f"k{k}_{system}_r{rep}",
+        "system": system,
+        "k": k,
+        "backbone": args.backbone,
+        "lists_per_batch": args.lists_per_batch,
+        "pairs_per_list": comb(k, 2),
+        "max_length": args.max_length,
+        "lr": args.lr,
+        "threads": args.threads,
+        "seed": args.seed,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        **lists,
+    }
 
 
 def run_system(spec: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
@@ -90,8 +115,9 @@ def run_system(spec: dict[str, Any], workdir: Path, threads: int) -> dict[str, A
     if spec["system"] == "trl":
         res = bc.run_worker("bench_trl.py", spec, workdir, threads)
     else:
-        res = bc.run_rankrm_cli(spec["name"], rankrm_overrides(spec), workdir, threads,
-                                val_file=spec["val"], max_length=spec["max_length"])
+        res = bc.run_rankrm_cli(
+            spec["name"], rankrm_overrides(spec), workdir, threads, val_file=spec["val"], max_length=spec["max_length"]
+        )
     res["lists"] = res["pairs"] / spec["pairs_per_list"]
     res.update(lists_per_s=res["lists"] / res["train_s"], pairs_per_s=res["pairs"] / res["train_s"])
     return res
@@ -101,12 +127,21 @@ def rankrm_overrides(spec: dict[str, Any]) -> list[str]:
     """CLI overrides for the two rankrm systems (equal batch in lists, equal schedule)."""
     pairs = spec["system"] == "rankrm_pairwise"
     batch = spec["lists_per_batch"] * (spec["pairs_per_list"] if pairs else 1)
-    return [f"backbone={spec['backbone']}", f"loss={'pairwise' if pairs else 'ranklist'}", "data=jsonl",
-            f"data.source.train={spec['train']}", f"data.source.val={spec['val']}", f"data.source.test={spec['test']}",
-            f"seed={spec['seed']}", "backbone.dropout=0.0",
-            f"data.as_pairs={str(pairs).lower()}", f"data.batch_size={batch}",
-            f"data.max_length={spec['max_length']}", f"optimizer.lr={spec['lr']}",
-            f"backbone.gradient_checkpointing={str(spec['gradient_checkpointing']).lower()}"]
+    return [
+        f"backbone={spec['backbone']}",
+        f"loss={'pairwise' if pairs else 'ranklist'}",
+        "data=jsonl",
+        f"data.source.train={spec['train']}",
+        f"data.source.val={spec['val']}",
+        f"data.source.test={spec['test']}",
+        f"seed={spec['seed']}",
+        "backbone.dropout=0.0",
+        f"data.as_pairs={str(pairs).lower()}",
+        f"data.batch_size={batch}",
+        f"data.max_length={spec['max_length']}",
+        f"optimizer.lr={spec['lr']}",
+        f"backbone.gradient_checkpointing={str(spec['gradient_checkpointing']).lower()}",
+    ]
 
 
 def summarise(k: int, system: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,13 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return bc.serve_worker(args.worker, trl_worker)
     if "trl" in args.systems and importlib.util.find_spec("trl") is None:
-        raise SystemExit("TRL is not installed: pip install -e '.[bench]' (or --systems rankrm_ranklist rankrm_pairwise)")
+        raise SystemExit(
+            "TRL is not installed: pip install -e '.[bench]' (or --systems rankrm_ranklist rankrm_pairwise)"
+        )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_trl_"))
     info = bc.machine_info(args.threads)
     rows: list[dict[str, Any]] = []
     for k in args.ks:
-        lists = bc.prepare_vader_lists(bc.vader_dir(args.vader_dir), k, args.train_lists, args.val_lists,
-                                       args.seed, workdir / f"k{k}", args.min_gap)
+        lists = bc.prepare_vader_lists(
+            bc.vader_dir(args.vader_dir),
+            k,
+            args.train_lists,
+            args.val_lists,
+            args.seed,
+            workdir / f"k{k}",
+            args.min_gap,
+        )
         by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in args.systems}
         for rep in range(args.repeats):
             for system in args.systems:  # interleaved, so slow drift in load hits all systems alike
@@ -138,15 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         rows += k_rows
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     ckpt = ", gradient checkpointing" if args.gradient_checkpointing else ""
-    md = "\n\n".join([f"## rankrm vs TRL RewardTrainer ({args.backbone}{ckpt}, max_length {args.max_length}, "
-                      f"{args.train_lists} train / {args.val_lists} val lists, {args.lists_per_batch} lists "
-                      f"per batch, medians of {args.repeats})", bc.markdown_table(rows, COLUMNS),
-                      bc.load_line(info) + f"; after: {info['loadavg_after']}"])
+    md = "\n\n".join(
+        [
+            f"## rankrm vs TRL RewardTrainer ({args.backbone}{ckpt}, max_length {args.max_length}, "
+            f"{args.train_lists} train / {args.val_lists} val lists, {args.lists_per_batch} lists "
+            f"per batch, medians of {args.repeats})",
+            bc.markdown_table(rows, COLUMNS),
+            bc.load_line(info) + f"; after: {info['loadavg_after']}",
+        ]
+    )
     bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows, "workdir": str(workdir)}, md)
     return 0
 
 
 # ---------------------------------------------------------------- worker side (child process)
+
 
 def expand_pairs(lists: Sequence[Any]) -> tuple[list[str], list[str]]:
     """Every strictly ordered pair of every list, as TRL wants them: (chosen texts, rejected texts)."""
@@ -175,7 +225,6 @@ def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
     return to_hf_classifier(model, tokenizer).train(), tokenizer
 
 
-
 def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Train TRL's RewardTrainer on the expanded pairs; score the val lists with rankrm's metrics."""
     import torch
@@ -198,16 +247,33 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
         return batch
 
     config = RewardConfig(
-        output_dir=str(Path(spec["workdir"]) / f"{spec['name']}_out"), seed=spec["seed"],
+        output_dir=str(Path(spec["workdir"]) / f"{spec['name']}_out"),
+        seed=spec["seed"],
         per_device_train_batch_size=spec["lists_per_batch"] * spec["pairs_per_list"],
-        learning_rate=spec["lr"], num_train_epochs=1, max_length=spec["max_length"],
-        lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0,
+        learning_rate=spec["lr"],
+        num_train_epochs=1,
+        max_length=spec["max_length"],
+        lr_scheduler_type="linear",
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
         gradient_checkpointing=spec["gradient_checkpointing"],
-        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=False, use_cpu=True, save_strategy="no",
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0)
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
     start = time.perf_counter()
-    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_dict(
-        {"chosen": chosen, "rejected": rejected}), processing_class=tok, data_collator=collator)
+    trainer = RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_dict({"chosen": chosen, "rejected": rejected}),
+        processing_class=tok,
+        data_collator=collator,
+    )
     fit_start = time.perf_counter()
     trainer.train()
     end = time.perf_counter()
@@ -215,16 +281,27 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     kept = len(trainer.train_dataset)  # TRL drops (not truncates) pairs longer than max_length
 
     def score(lists: list[Any]) -> torch.Tensor:  # (N,); texts as TRL trained on them: text + eos
-        enc = tok([t + tok.eos_token for rl in lists for t in rl.responses], padding=True, truncation=True,
-                  max_length=spec["max_length"], return_tensors="pt")
+        enc = tok(
+            [t + tok.eos_token for rl in lists for t in rl.responses],
+            padding=True,
+            truncation=True,
+            max_length=spec["max_length"],
+            return_tensors="pt",
+        )
         return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.squeeze(-1)
 
     model.eval()
     metrics = bc.evaluate_lists(score, bc.read_lists(spec["val"]))
-    return {"train_s": train_s, "fit_loop_s": fit_loop_s, "pairs": kept,
-            "pairs_dropped_by_max_length": len(chosen) - kept, "peak_rss_rank_mb": bc.vm_hwm_mb(),
-            "steps": int(trainer.state.global_step), "pad_share": padding.pad_share,
-            **{f"val_{k}": v for k, v in metrics.items()}}
+    return {
+        "train_s": train_s,
+        "fit_loop_s": fit_loop_s,
+        "pairs": kept,
+        "pairs_dropped_by_max_length": len(chosen) - kept,
+        "peak_rss_rank_mb": bc.vm_hwm_mb(),
+        "steps": int(trainer.state.global_step),
+        "pad_share": padding.pad_share,
+        **{f"val_{k}": v for k, v in metrics.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -94,8 +94,14 @@ def save_encoder(tok: Tokenizer, out: Path) -> None:
     # transformers 5: special tokens and model_input_names must be given explicitly,
     # otherwise they are unset and token_type_ids are dropped (STACK-NOTES).
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", padding_side="right", model_max_length=512,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        padding_side="right",
+        model_max_length=512,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
     hf.save_pretrained(out)
@@ -105,12 +111,15 @@ def train_decoder(texts: list[str]) -> Tokenizer:
     """Byte-level BPE with Qwen2Tokenizer's normalizer and pre-tokenizer (specials first)."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=DECODER_SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=DECODER_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
 
@@ -121,8 +130,12 @@ def save_decoder(tok: Tokenizer, out: Path) -> None:
     hf = Qwen2Tokenizer(
         vocab=model["vocab"],
         merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]],
-        unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        extra_special_tokens=["<|im_start|>"], padding_side="right", model_max_length=512,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=["<|im_start|>"],
+        padding_side="right",
+        model_max_length=512,
     )
     hf.chat_template = CHAT_TEMPLATE
     hf.save_pretrained(out)

@@ -71,28 +71,43 @@ def oasst_node(text: str, role: str, rank: int | None = None, replies: list | No
 
 def oasst_tree(tid: str) -> dict:
     """A tree with two ranked groups (root: 3 replies; a deeper prompter turn: 2) and one unranked group."""
-    deep = oasst_node(f"{tid} follow-up?", "prompter", replies=[
-        oasst_node(f"{tid} deep good", "assistant", 0), oasst_node(f"{tid} deep bad", "assistant", 1)])
-    unranked = oasst_node(f"{tid} other?", "prompter", replies=[
-        oasst_node(f"{tid} u1", "assistant", None), oasst_node(f"{tid} u2", "assistant", None)])
-    root = oasst_node(f"{tid} hello?", "prompter", replies=[
-        oasst_node(f"{tid} worst", "assistant", 2),
-        oasst_node(f"{tid} best", "assistant", 0, replies=[deep]),
-        oasst_node(f"{tid} middle", "assistant", 1, replies=[unranked]),
-    ])
+    deep = oasst_node(
+        f"{tid} follow-up?",
+        "prompter",
+        replies=[oasst_node(f"{tid} deep good", "assistant", 0), oasst_node(f"{tid} deep bad", "assistant", 1)],
+    )
+    unranked = oasst_node(
+        f"{tid} other?",
+        "prompter",
+        replies=[oasst_node(f"{tid} u1", "assistant", None), oasst_node(f"{tid} u2", "assistant", None)],
+    )
+    root = oasst_node(
+        f"{tid} hello?",
+        "prompter",
+        replies=[
+            oasst_node(f"{tid} worst", "assistant", 2),
+            oasst_node(f"{tid} best", "assistant", 0, replies=[deep]),
+            oasst_node(f"{tid} middle", "assistant", 1, replies=[unranked]),
+        ],
+    )
     return {"message_tree_id": tid, "tree_state": "ready_for_export", "prompt": root}
 
 
-VADER_FILES = {"tweets": "tweets", "movie": "movieReviewSnippets", "amazon": "amazonReviewSnippets",
-               "nyt": "nytEditorialSnippets"}
+VADER_FILES = {
+    "tweets": "tweets",
+    "movie": "movieReviewSnippets",
+    "amazon": "amazonReviewSnippets",
+    "nyt": "nytEditorialSnippets",
+}
 
 
 def write_vader(folder: Path, n: int = 40, domains: tuple[str, ...] = ("tweets", "movie", "amazon")) -> Path:
     """Tiny `*_GroundTruth.txt` files: ID<TAB>mean<TAB>text, CRLF, amazon with a BOM, tweets without final newline."""
     folder.mkdir(parents=True, exist_ok=True)
     for d in domains:
-        rows = [f"{d}{i}\t{-3.5 + 7.0 * ((i * 7) % n) / n:.6f}\t{d} sentence number {i} " + "x " * (i % 5)
-                for i in range(n)]
+        rows = [
+            f"{d}{i}\t{-3.5 + 7.0 * ((i * 7) % n) / n:.6f}\t{d} sentence number {i} " + "x " * (i % 5) for i in range(n)
+        ]
         body = "\r\n".join(rows) + ("" if d == "tweets" else "\r\n")
         data = body.encode("utf-8")
         if d == "amazon":

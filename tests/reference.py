@@ -75,13 +75,21 @@ def _per_list(rewards, labels, mask, fn):
 
 
 def ref_ranklist(rewards, labels, mask, margin=0.0, margin_mode="constant"):
-    return _per_list(rewards, labels, mask, lambda r, l: mean(
-        [softplus(-(r[i] - r[j] - _margin(l, i, j, margin, margin_mode))) for i, j in pairs_of(l)]))
+    return _per_list(
+        rewards,
+        labels,
+        mask,
+        lambda r, l: mean([softplus(-(r[i] - r[j] - _margin(l, i, j, margin, margin_mode))) for i, j in pairs_of(l)]),
+    )
 
 
 def ref_ranklist_sigmoid(rewards, labels, mask, margin=0.0, margin_mode="constant"):
-    return _per_list(rewards, labels, mask, lambda r, l: -mean(
-        [sigmoid(r[i] - r[j] - _margin(l, i, j, margin, margin_mode)) for i, j in pairs_of(l)]))
+    return _per_list(
+        rewards,
+        labels,
+        mask,
+        lambda r, l: -mean([sigmoid(r[i] - r[j] - _margin(l, i, j, margin, margin_mode)) for i, j in pairs_of(l)]),
+    )
 
 
 def _log_softmax(x):
@@ -94,6 +102,7 @@ def ref_listnet(rewards, labels, mask, temperature=1.0):
     def ce(r, l):
         p = [math.exp(v) for v in _log_softmax([v / temperature for v in l])]
         return -sum(pi * qi for pi, qi in zip(p, _log_softmax(r)))
+
     return _per_list(rewards, labels, mask, ce)
 
 
@@ -109,8 +118,12 @@ def plackett_luce_nll(r, order):
 
 def ref_listmle_breslow(rewards, labels, mask):
     """Breslow ties: item i's denominator runs over every item not labelled above it."""
-    return _per_list(rewards, labels, mask, lambda r, l: sum(
-        _logsumexp([r[k] for k in range(len(r)) if l[k] <= l[i]]) - r[i] for i in range(len(r))))
+    return _per_list(
+        rewards,
+        labels,
+        mask,
+        lambda r, l: sum(_logsumexp([r[k] for k in range(len(r)) if l[k] <= l[i]]) - r[i] for i in range(len(r))),
+    )
 
 
 def ref_listmle_orders(rewards, orders, labels, mask):
@@ -132,8 +145,13 @@ def ref_lambdarank(rewards, labels, mask, sigma=1.0):
             group = sum(r[k] == r[i] and g[k] == g[i] for k in range(len(r)))
             disc.append(mean([_dcg_disc(p) for p in range(ahead, ahead + group)]))
         idcg = sum(_dcg_disc(p) * v for p, v in enumerate(sorted(g, reverse=True)))
-        return mean([abs(g[i] - g[j]) * abs(disc[i] - disc[j]) / idcg * softplus(-sigma * (r[i] - r[j]))
-                     for i, j in pairs_of(l)])
+        return mean(
+            [
+                abs(g[i] - g[j]) * abs(disc[i] - disc[j]) / idcg * softplus(-sigma * (r[i] - r[j]))
+                for i, j in pairs_of(l)
+            ]
+        )
+
     return _per_list(rewards, labels, mask, loss)
 
 
@@ -176,6 +194,7 @@ def ref_top1(rewards, labels, mask):
     def top1(r, l):
         top = [i for i in range(len(r)) if r[i] == max(r)]
         return sum(l[i] == max(l) for i in top) / len(top)
+
     return _per_list(rewards, labels, mask, top1)
 
 

@@ -14,8 +14,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from rankrm import CONF_DIR
-from rankrm import backbones
+from rankrm import CONF_DIR, backbones
 from rankrm.backbones import DEFAULTS, backbone_config, build_reward_model, load_tokenizer, resolve_name_or_path
 from rankrm.errors import RankrmError
 
@@ -117,8 +116,9 @@ def test_tokenizers_are_ready(tmp_path: Path) -> None:
     assert set(pair["token_type_ids"]) == {0, 1}
     _, dec = build("tiny_qwen", padding_side="left")
     assert dec.padding_side == "left" and dec.pad_token != dec.eos_token
-    chat = dec.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-                                   tokenize=False)
+    chat = dec.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tokenize=False
+    )
     assert chat.startswith("<|im_start|>user\nhi<|im_end|>")
     # A decoder tokenizer without a pad token gets eos as pad.
     no_pad = tmp_path / "no_pad"

@@ -33,8 +33,20 @@ def vader_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_script(name: str, tmp_path: Path, vader_dir: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / "out.json"
-    cmd = [sys.executable, str(REPO / "scripts" / name), "--quick", "--backbone", "tiny_bert",
-           "--vader-dir", str(vader_dir), "--workdir", str(tmp_path / "work"), "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / name),
+        "--quick",
+        "--backbone",
+        "tiny_bert",
+        "--vader-dir",
+        str(vader_dir),
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -44,8 +56,9 @@ def run_script(name: str, tmp_path: Path, vader_dir: Path, *extra: str) -> dict[
 
 
 @pytest.mark.parametrize("ckpt", [(), ("--gradient-checkpointing",)])
-def test_bench_trl_systems_see_the_same_pairs_and_val_lists(tmp_path: Path, vader_dir: Path,
-                                                            ckpt: tuple[str, ...]) -> None:
+def test_bench_trl_systems_see_the_same_pairs_and_val_lists(
+    tmp_path: Path, vader_dir: Path, ckpt: tuple[str, ...]
+) -> None:
     systems = ["rankrm_ranklist", "rankrm_pairwise"] + (["trl"] if importlib.util.find_spec("trl") else [])
     res = run_script("bench_trl.py", tmp_path, vader_dir, "--threads", "1", "--systems", *systems, *ckpt)
     assert ("gradient checkpointing" in res["markdown"]) == bool(ckpt)
@@ -94,8 +107,19 @@ def test_bench_ddp_runs_two_ranks_with_the_same_global_batch(tmp_path: Path, vad
 
 def test_bench_memory_compares_checkpointing_off_and_on(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    cmd = [sys.executable, str(REPO / "scripts" / "bench_memory.py"), "--quick", "--backbone", "tiny_qwen",
-           "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "bench_memory.py"),
+        "--quick",
+        "--backbone",
+        "tiny_qwen",
+        "--threads",
+        "1",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())

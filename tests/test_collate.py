@@ -12,7 +12,7 @@ from rankrm.data.collate import RankCollator, padding_counts
 from rankrm.data.records import RankedList
 from rankrm.data.tokenize import EncodedList, encode_lists, make_job, truncate
 
-CHAT = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}")
+CHAT = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,11 @@ def test_chat_prompts_use_the_chat_template_and_truncate_old_turns(tok) -> None:
     chat_tok = minilm_tokenizer()
     chat_tok.chat_template = CHAT
     counting = CountingTokenizer(chat_tok)
-    chat = [{"role": "user", "content": "first turn words"}, {"role": "assistant", "content": "reply"},
-            {"role": "user", "content": "last question"}]
+    chat = [
+        {"role": "user", "content": "first turn words"},
+        {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "last question"},
+    ]
     lists = [RankedList(("good one", "bad"), (1.0, 0.0), chat)]
     enc, _ = encode_lists(counting, lists, 64)
     texts = [t for t, _ in counting.seen]

@@ -42,11 +42,20 @@ def test_trl_pairs_plain_and_conversational(tmp_path: Path) -> None:
     u = {"role": "user", "content": "q?"}
     rows = [
         {"prompt": "p", "chosen": "good", "rejected": "bad"},
-        {"prompt": [u], "chosen": [{"role": "assistant", "content": "g"}],
-         "rejected": [{"role": "assistant", "content": "b"}]},
-        {"chosen": [u, {"role": "assistant", "content": "g2"}], "rejected": [u, {"role": "assistant", "content": "b2"}]},
-        {"prompt": "plain", "chosen": [{"role": "assistant", "content": "g3"}],
-         "rejected": [{"role": "assistant", "content": "b3"}]},
+        {
+            "prompt": [u],
+            "chosen": [{"role": "assistant", "content": "g"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+        },
+        {
+            "chosen": [u, {"role": "assistant", "content": "g2"}],
+            "rejected": [u, {"role": "assistant", "content": "b2"}],
+        },
+        {
+            "prompt": "plain",
+            "chosen": [{"role": "assistant", "content": "g3"}],
+            "rejected": [{"role": "assistant", "content": "b3"}],
+        },
     ]
     lists = read_trl_pairs(write_jsonl(tmp_path / "p.jsonl", rows), DropLog()).lists
     assert [(rl.responses, rl.labels) for rl in lists[:1]] == [(("good", "bad"), (1.0, 0.0))]
@@ -61,8 +70,11 @@ def test_oasst_groups_dialogue_and_unranked(tmp_path: Path) -> None:
     root, deep = items.lists[0], items.lists[1]
     assert root.responses == ("A best", "A middle", "A worst") and root.labels == (2.0, 1.0, 0.0)
     assert root.prompt == [{"role": "user", "content": "A hello?"}]
-    assert deep.prompt == [{"role": "user", "content": "A hello?"}, {"role": "assistant", "content": "A best"},
-                           {"role": "user", "content": "A follow-up?"}]
+    assert deep.prompt == [
+        {"role": "user", "content": "A hello?"},
+        {"role": "assistant", "content": "A best"},
+        {"role": "user", "content": "A follow-up?"},
+    ]
     assert deep.responses == ("A deep good", "A deep bad")
     assert items.groups == ["tree:A", "tree:A", "tree:B", "tree:B"]
 
@@ -108,10 +120,16 @@ def test_hf_local_files_in_three_formats(tmp_path: Path, monkeypatch: pytest.Mon
     splits, _ = load_hf(DropLog(), 0, path=str(lst), columns={"prompt": "q"})
     assert sum(len(v) for v in splits.values()) == 10 and splits["train"][0].responses == ("a", "b", "c")
     pairs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"p{i}", "chosen": "g", "rejected": "b"} for i in range(4)])
-    uf = write_jsonl(tmp_path / "u.jsonl", [
-        {"instruction": "i1", "completions": [{"response": "r1", "overall_score": 7.5},
-                                              {"response": "r2", "overall_score": 3.0}]},
-        {"instruction": "i2", "completions": [{"response": "only", "overall_score": 1.0}]}])
+    uf = write_jsonl(
+        tmp_path / "u.jsonl",
+        [
+            {
+                "instruction": "i1",
+                "completions": [{"response": "r1", "overall_score": 7.5}, {"response": "r2", "overall_score": 3.0}],
+            },
+            {"instruction": "i2", "completions": [{"response": "only", "overall_score": 1.0}]},
+        ],
+    )
     s2, _ = load_hf(DropLog(), 0, train=str(pairs), val=str(pairs), test=str(pairs), format="pairs")
     assert [len(s2[s]) for s in ("train", "val", "test")] == [4, 4, 4]
     log = DropLog(skip_invalid=True)
@@ -131,6 +149,7 @@ def test_hf_offline_hub_id_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
 
 
 # --- VADER -----------------------------------------------------------------------------------
+
 
 def test_vader_reads_crlf_bom_and_builds_gapped_lists(tmp_path: Path) -> None:
     folder = write_vader(tmp_path / "v")
@@ -155,8 +174,10 @@ def _split_texts(splits: dict) -> dict[str, set[str]]:
 
 def test_vader_splits_stable_disjoint_and_independent_of_k(tmp_path: Path) -> None:
     folder = write_vader(tmp_path / "v", n=60)
-    runs = {k: vader.load_vader(DropLog(), 7, data_dir=str(folder), domains=["tweets", "movie"], k=k, min_gap=0.2)
-            for k in (2, 3)}
+    runs = {
+        k: vader.load_vader(DropLog(), 7, data_dir=str(folder), domains=["tweets", "movie"], k=k, min_gap=0.2)
+        for k in (2, 3)
+    }
     again, _ = vader.load_vader(DropLog(), 7, data_dir=str(folder), domains=["tweets", "movie"], k=3, min_gap=0.2)
     assert again == runs[3][0]
     t2, t3 = _split_texts(runs[2][0]), _split_texts(runs[3][0])
@@ -170,8 +191,9 @@ def test_vader_splits_stable_disjoint_and_independent_of_k(tmp_path: Path) -> No
 
 def test_vader_holdout_domain(tmp_path: Path) -> None:
     folder = write_vader(tmp_path / "v")
-    splits, info = vader.load_vader(DropLog(), 0, data_dir=str(folder), domains=["movie", "amazon"],
-                                    holdout_domain="tweets")
+    splits, info = vader.load_vader(
+        DropLog(), 0, data_dir=str(folder), domains=["movie", "amazon"], holdout_domain="tweets"
+    )
     assert info["texts"]["test"] == 40 and info["texts"]["train"] + info["texts"]["val"] == 80
     assert all(r.startswith("tweets") for rl in splits["test"] for r in rl.responses)
     assert not any(r.startswith("tweets") for s in ("train", "val") for rl in splits[s] for r in rl.responses)

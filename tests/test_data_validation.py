@@ -95,10 +95,18 @@ def test_tsv_errors_name_the_column(tmp_path: Path) -> None:
 
 
 def test_trl_pair_errors(tmp_path: Path) -> None:
-    rows = [{"chosen": "good", "rejected": "good"}, {"chosen": "x"},
-            {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
-                        {"role": "assistant", "content": "b"}],
-             "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "c"}]}]
+    rows = [
+        {"chosen": "good", "rejected": "good"},
+        {"chosen": "x"},
+        {
+            "chosen": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+                {"role": "assistant", "content": "b"},
+            ],
+            "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "c"}],
+        },
+    ]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     log = DropLog(skip_invalid=True)
     assert read_trl_pairs(path, log).lists == []
@@ -110,11 +118,31 @@ def test_trl_pair_errors(tmp_path: Path) -> None:
 
 
 def test_oasst_bad_group_drops_only_that_group(tmp_path: Path) -> None:
-    tree = {"message_tree_id": "t", "prompt": {"text": "q", "role": "prompter", "replies": [
-        {"text": "a", "role": "assistant", "rank": 0, "replies": [
-            {"text": "q2", "role": "prompter", "replies": [
-                {"text": "x", "role": "assistant", "rank": 0}, {"text": "y", "role": "assistant", "rank": 1}]}]},
-        {"text": " ", "role": "assistant", "rank": 1}]}}
+    tree = {
+        "message_tree_id": "t",
+        "prompt": {
+            "text": "q",
+            "role": "prompter",
+            "replies": [
+                {
+                    "text": "a",
+                    "role": "assistant",
+                    "rank": 0,
+                    "replies": [
+                        {
+                            "text": "q2",
+                            "role": "prompter",
+                            "replies": [
+                                {"text": "x", "role": "assistant", "rank": 0},
+                                {"text": "y", "role": "assistant", "rank": 1},
+                            ],
+                        }
+                    ],
+                },
+                {"text": " ", "role": "assistant", "rank": 1},
+            ],
+        },
+    }
     path = write_jsonl(tmp_path / "t.jsonl", [tree])
     with pytest.raises(DataError, match=r"t\.jsonl:1: field 'prompt\.replies\[1\]\.text' is empty"):
         read_oasst(path, DropLog())

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import (CountingTokenizer, minilm_tokenizer, oasst_tree, strict_rows, write_jsonl,
-                           write_vader)
+from data_fixtures import CountingTokenizer, minilm_tokenizer, oasst_tree, strict_rows, write_jsonl, write_vader
 
 from rankrm import CONF_DIR
 from rankrm.data.datamodule import RankDataModule
@@ -79,7 +78,7 @@ def test_ddp_ranks_split_the_epoch_evenly() -> None:
     assert sorted({i for r in ranks for b in r for i in b}) == list(range(37))
     budget = [list(ListBatchSampler(_sizes(), max_tokens=120, seed=3, num_replicas=2, rank=r)) for r in range(2)]
     full = ListBatchSampler(_sizes(), max_tokens=120, seed=3).epoch_batches()
-    assert [b for pair in zip(*budget) for b in pair][:len(full)] == full  # token budgets: R batches per step
+    assert [b for pair in zip(*budget) for b in pair][: len(full)] == full  # token budgets: R batches per step
 
 
 def _dm(tok, path: Path, **kw) -> RankDataModule:
@@ -103,11 +102,20 @@ def test_as_pairs_expands_train_only_into_c_k_2_pairs(tok, tmp_path: Path) -> No
 
 
 def test_setup_once_stats_and_summary(tok, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rows = strict_rows(30) + [{"responses": ["x", "y"], "scores": [1, 1]}, {"responses": ["only"]},
-                              {"responses": ["long " * 200, "short"]}]
+    rows = strict_rows(30) + [
+        {"responses": ["x", "y"], "scores": [1, 1]},
+        {"responses": ["only"]},
+        {"responses": ["long " * 200, "short"]},
+    ]
     counting = CountingTokenizer(tok)
-    dm = RankDataModule(counting, {"reader": "jsonl", "train": str(write_jsonl(tmp_path / "d.jsonl", rows))},
-                        seed=0, skip_invalid=True, max_length=64, limit_val=2)
+    dm = RankDataModule(
+        counting,
+        {"reader": "jsonl", "train": str(write_jsonl(tmp_path / "d.jsonl", rows))},
+        seed=0,
+        skip_invalid=True,
+        max_length=64,
+        limit_val=2,
+    )
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
     n_calls = sum(counting.seen.values())
@@ -115,7 +123,9 @@ def test_setup_once_stats_and_summary(tok, tmp_path: Path, caplog: pytest.LogCap
     assert sum(counting.seen.values()) == n_calls  # idempotent: nothing read or tokenised twice
     st = json.loads(json.dumps(dm.stats))
     assert st["dropped_invalid"] == {"k<2": 1}
-    total = {k: sum(st[s][k] for s in ("train", "val", "test")) for k in ("tied_dropped", "overlong_filtered", "lists_read")}
+    total = {
+        k: sum(st[s][k] for s in ("train", "val", "test")) for k in ("tied_dropped", "overlong_filtered", "lists_read")
+    }
     assert total == {"tied_dropped": 1, "overlong_filtered": 1, "lists_read": 32}
     assert st["val"]["lists"] == 2 and st["val"]["over_limit"] >= 1
     tr = st["train"]
@@ -161,10 +171,14 @@ def _config_cases(tmp: Path) -> dict[str, list[str]]:
     tsv.write_text("".join(f"好{i}\t中{i}\t差{i}\n" for i in range(20)), encoding="utf-8")
     pairs = write_jsonl(tmp / "p.jsonl", [{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(20)])
     trees = write_jsonl(tmp / "t.jsonl", [oasst_tree(f"T{i}") for i in range(10)])
-    return {"vader": [f"data.source.data_dir={write_vader(tmp / 'v')}", "data.source.domains=[tweets,movie,amazon]"],
-            "seed_tsv": [f"data.source.path={tsv}"], "jsonl": [f"data.source.path={jsonl}"],
-            "trl_pairs": [f"data.source.path={pairs}"], "oasst": [f"data.source.path={trees}"],
-            "hf": [f"data.source.path={jsonl}"]}
+    return {
+        "vader": [f"data.source.data_dir={write_vader(tmp / 'v')}", "data.source.domains=[tweets,movie,amazon]"],
+        "seed_tsv": [f"data.source.path={tsv}"],
+        "jsonl": [f"data.source.path={jsonl}"],
+        "trl_pairs": [f"data.source.path={pairs}"],
+        "oasst": [f"data.source.path={trees}"],
+        "hf": [f"data.source.path={jsonl}"],
+    }
 
 
 def test_every_data_config_instantiates_like_the_runner_does(tok, tmp_path: Path) -> None:
@@ -209,9 +223,16 @@ def test_lightning_fit_and_test_drive_the_datamodule(tok, tmp_path: Path) -> Non
 
     dm = _dm(tok, write_jsonl(tmp_path / "d.jsonl", strict_rows(40)), batch_size=4)
     model = Tiny()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     assert trainer.global_step == 2 * len(dm.train_dataloader())

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy import stats
-
-from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -23,15 +22,24 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import aggregate  # noqa: E402
 import common  # noqa: E402
 import run as runner  # noqa: E402
-from rankrm import CONF_DIR
+
+from rankrm import CONF_DIR  # noqa: E402
 
 NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.
-SMOKE_ARM = {"lists_vs_pairs": "pairs_pairwise", "loss_family": "listmle", "list_length": "k9",
-             "margin": "label_gap", "what_trains": "lora", "pooling": "cls",
-             "pooling_oasst": "smollm2_mean",
-             "overlong": "truncate", "loss_family_oasst": "lambdarank", "seed_tsv": "seed_recipe",
-             "batching": "random"}
+SMOKE_ARM = {
+    "lists_vs_pairs": "pairs_pairwise",
+    "loss_family": "listmle",
+    "list_length": "k9",
+    "margin": "label_gap",
+    "what_trains": "lora",
+    "pooling": "cls",
+    "pooling_oasst": "smollm2_mean",
+    "overlong": "truncate",
+    "loss_family_oasst": "lambdarank",
+    "seed_tsv": "seed_recipe",
+    "batching": "random",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +49,12 @@ def data_overrides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     vader = write_vader(root / "vader", n=240, domains=tuple(VADER_FILES))
     trees = write_jsonl(root / "trees.jsonl", [oasst_tree(f"t{i}") for i in range(12)])
     tsv = root / "seed.tsv"  # the seed article's format: one best-first list per line, TAB-separated
-    tsv.write_text("".join(f"best {i}\tgood {i}\tbad {i}\t\"worst, {i}\"\n" for i in range(40)))
-    return {"vader": f"data.source.data_dir={vader}", "oasst": f"data.source.path={trees}",
-            "seed_tsv": f"data.source.path={tsv}"}
+    tsv.write_text("".join(f'best {i}\tgood {i}\tbad {i}\t"worst, {i}"\n' for i in range(40)))
+    return {
+        "vader": f"data.source.data_dir={vader}",
+        "oasst": f"data.source.path={trees}",
+        "seed_tsv": f"data.source.path={tsv}",
+    }
 
 
 def test_experiment_list_is_complete() -> None:
@@ -91,11 +102,24 @@ def _data_group(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: dict[str, str],
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_smoke_run_through_the_cli(
+    name: str, tmp_path: Path, data_overrides: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     data = data_overrides[_data_group(name)]
-    argv = [name, "--smoke", "--root", str(tmp_path), "--seeds", "0", "--arms", SMOKE_ARM[name],
-            "--threads", "1", "--set", data]
+    argv = [
+        name,
+        "--smoke",
+        "--root",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "--arms",
+        SMOKE_ARM[name],
+        "--threads",
+        "1",
+        "--set",
+        data,
+    ]
     assert runner.main(argv) == 0, (tmp_path / "runs").rglob("run.log").__next__().read_text()[-3000:]
     path = common.result_path(tmp_path / "results", name, "quick", SMOKE_ARM[name], 0)
     rec = json.loads(path.read_text())
@@ -111,24 +135,44 @@ def test_smoke_run_through_the_cli(name: str, tmp_path: Path, data_overrides: di
 
 
 def test_jobs_runs_seeds_side_by_side(tmp_path: Path, data_overrides: dict[str, str]) -> None:
-    argv = ["margin", "--smoke", "--root", str(tmp_path), "--seeds", "0", "1", "--arms", "none", "label_gap",
-            "--threads", "1", "--jobs", "2", "--set", data_overrides["vader"]]
+    argv = [
+        "margin",
+        "--smoke",
+        "--root",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "1",
+        "--arms",
+        "none",
+        "label_gap",
+        "--threads",
+        "1",
+        "--jobs",
+        "2",
+        "--set",
+        data_overrides["vader"],
+    ]
     assert runner.main(argv) == 0
-    recs = [json.loads(common.result_path(tmp_path / "results", "margin", "quick", arm, s).read_text())
-            for arm in ("none", "label_gap") for s in (0, 1)]
+    recs = [
+        json.loads(common.result_path(tmp_path / "results", "margin", "quick", arm, s).read_text())
+        for arm in ("none", "label_gap")
+        for s in (0, 1)
+    ]
     assert [(r["arm"], r["seed"]) for r in recs] == [("none", 0), ("none", 1), ("label_gap", 0), ("label_gap", 1)]
     assert all(f"seed={r['seed']}" in r["command"] for r in recs)
 
 
 def test_merge_overrides_last_wins_by_key() -> None:
-    merged = common.merge_overrides(["data.batch_size=4", "loss=ranklist", "++x.y=1"],
-                                    ["data.batch_size=48", "x.y=2"])
+    merged = common.merge_overrides(["data.batch_size=4", "loss=ranklist", "++x.y=1"], ["data.batch_size=48", "x.y=2"])
     assert merged == ["loss=ranklist", "data.batch_size=48", "x.y=2"]
 
 
 def test_smoke_swaps_pretrained_backbones_for_tiny_ones() -> None:
     assert runner.smoke_arm(["backbone=smollm2", "backbone.pooling=last_token"]) == [
-        "backbone=tiny_qwen", "backbone.pooling=last_token"]
+        "backbone=tiny_qwen",
+        "backbone.pooling=last_token",
+    ]
 
 
 def test_gpu_arms_run_only_at_full_budget(tmp_path: Path) -> None:
@@ -158,10 +202,22 @@ def test_mean_ci_of_one_value_has_no_interval() -> None:
 
 def _record(arm: str, seed: int, acc: float, ablation: str = "loss_family") -> dict[str, Any]:
     val = {"pair_acc": acc, "kendall_tau": 2 * acc - 1, "ndcg": 0.9, "exact_order": 0.3, "loss": 0.5}
-    return {"ablation": ablation, "budget": "quick", "arm": arm, "seed": seed, "smoke": False,
-            "overrides": [], "command": "", "val_curve": [{"epoch": 0, "step": 9, **val}],
-            "metrics": {"val": val, "test": val, "wall_time_s": 10.0 + seed,
-                        "train": {"epochs": 1, "sequences_encoded": 480, "global_steps": 30}}}
+    return {
+        "ablation": ablation,
+        "budget": "quick",
+        "arm": arm,
+        "seed": seed,
+        "smoke": False,
+        "overrides": [],
+        "command": "",
+        "val_curve": [{"epoch": 0, "step": 9, **val}],
+        "metrics": {
+            "val": val,
+            "test": val,
+            "wall_time_s": 10.0 + seed,
+            "train": {"epochs": 1, "sequences_encoded": 480, "global_steps": 30},
+        },
+    }
 
 
 def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
@@ -172,8 +228,19 @@ def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(json.dumps(_record(arm, seed, acc)))
     (tmp_path / "findings.yaml").write_text("loss_family: Hand-written finding.\n")
-    assert aggregate.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path),
-                           "--findings", str(tmp_path / "findings.yaml")]) == 0
+    assert (
+        aggregate.main(
+            [
+                "--results",
+                str(tmp_path / "results"),
+                "--out",
+                str(tmp_path),
+                "--findings",
+                str(tmp_path / "findings.yaml"),
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "RESULTS.md").read_text()
     for arm, values in accs.items():
         half = stats.t.ppf(0.975, 2) * stats.sem(values)
@@ -186,7 +253,9 @@ def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
     half = stats.t.ppf(0.975, 2) * stats.sem(diffs)
     row = next(line for line in text.splitlines() if line.startswith("| listnet |"))
     assert row.endswith(f"| {sum(diffs) / 3:.3f} ± {half:.3f} | {sum(diffs) / 3:.3f} ± {half:.3f} |"), row
-    assert "| (reference) | (reference) |" in next(line for line in text.splitlines() if line.startswith("| ranklist |"))
+    assert "| (reference) | (reference) |" in next(
+        line for line in text.splitlines() if line.startswith("| ranklist |")
+    )
 
 
 def test_paired_to_compares_an_arm_with_its_own_reference(tmp_path: Path) -> None:
@@ -194,25 +263,36 @@ def test_paired_to_compares_an_arm_with_its_own_reference(tmp_path: Path) -> Non
     with the encoder arm that heads the table; the last-token arm is paired with that one."""
     spec = common.load_spec("pooling_oasst")
     assert spec.paired_to == {"smollm2_mean": "smollm2_last_token"}
-    accs = {"minilm_pooler": [0.80, 0.84, 0.81], "smollm2_last_token": [0.60, 0.66, 0.62], "smollm2_mean": [0.65, 0.70, 0.66]}
+    accs = {
+        "minilm_pooler": [0.80, 0.84, 0.81],
+        "smollm2_last_token": [0.60, 0.66, 0.62],
+        "smollm2_mean": [0.65, 0.70, 0.66],
+    }
     for arm, values in accs.items():
         for seed, acc in enumerate(values):
             p = common.result_path(tmp_path / "results", "pooling_oasst", "quick", arm, seed)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(json.dumps(_record(arm, seed, acc, ablation="pooling_oasst")))
     assert aggregate.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path)]) == 0
-    rows = {line.split(" | ")[0][2:]: line for line in (tmp_path / "RESULTS.md").read_text().splitlines()
-            if line.startswith("| smollm2")}
-    for arm, ref, suffix in [("smollm2_mean", "smollm2_last_token", " vs smollm2_last_token"),
-                             ("smollm2_last_token", "minilm_pooler", "")]:  # the first arm goes unnamed
+    rows = {
+        line.split(" | ")[0][2:]: line
+        for line in (tmp_path / "RESULTS.md").read_text().splitlines()
+        if line.startswith("| smollm2")
+    }
+    for arm, ref, suffix in [
+        ("smollm2_mean", "smollm2_last_token", " vs smollm2_last_token"),
+        ("smollm2_last_token", "minilm_pooler", ""),
+    ]:  # the first arm goes unnamed
         diffs = [a - r for r, a in zip(accs[ref], accs[arm])]
         cell = f"{sum(diffs) / 3:.3f} ± {stats.t.ppf(0.975, 2) * stats.sem(diffs):.3f}{suffix}"
         assert rows[arm].endswith(f"| {cell} | {cell} |"), rows[arm]
 
 
 def test_paired_to_with_an_unknown_arm_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "x.yaml").write_text("ablation:\n  title: t\n  paper: p\n  arms: {a: [], b: []}\n  seeds: [0]\n"
-                                     "  budgets: {full: []}\n  paired_to: {b: c}\n")
+    (tmp_path / "x.yaml").write_text(
+        "ablation:\n  title: t\n  paper: p\n  arms: {a: [], b: []}\n  seeds: [0]\n"
+        "  budgets: {full: []}\n  paired_to: {b: c}\n"
+    )
     monkeypatch.setattr(common, "CONF_DIR", tmp_path)
     with pytest.raises(SystemExit, match="paired_to names arms that do not exist: c"):
         common.load_spec("x")
@@ -224,8 +304,11 @@ def test_committed_results_md_is_current_and_findings_quote_its_tables(tmp_path:
     assert aggregate.main(["--out", str(tmp_path)]) == 0
     text = (tmp_path / "RESULTS.md").read_text()
     assert text == (common.EXP_DIR / "RESULTS.md").read_text(), "run `python experiments/aggregate.py`"
-    sections = {s.split("run.py ", 1)[1].split()[0]: s.split("**Finding.**")[0]  # the generated part only
-                for s in text.split("\n## ")[1:] if "run.py " in s}
+    sections = {
+        s.split("run.py ", 1)[1].split()[0]: s.split("**Finding.**")[0]  # the generated part only
+        for s in text.split("\n## ")[1:]
+        if "run.py " in s
+    }
     findings = OmegaConf.to_container(OmegaConf.load(common.EXP_DIR / "findings.yaml"))
     for name, finding in findings.items():  # type: ignore[union-attr]
         for quoted in re.findall(r"\d+\.\d+ ± \d+\.\d+", finding):

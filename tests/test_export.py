@@ -25,8 +25,12 @@ from rankrm.score import main as score_main
 CONF = CONF_DIR / "backbone"
 # None ends in a pad token, see the decoder caveat in rankrm/export.py.
 TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but the service was slow", "so so.", "Great!!"]
-HF_CLASS = {"tiny_bert": "BertForSequenceClassification", "tiny_ernie": "ErnieForSequenceClassification",
-            "tiny_qwen": "Qwen2ForSequenceClassification", "minilm": "BertForSequenceClassification"}
+HF_CLASS = {
+    "tiny_bert": "BertForSequenceClassification",
+    "tiny_ernie": "ErnieForSequenceClassification",
+    "tiny_qwen": "Qwen2ForSequenceClassification",
+    "minilm": "BertForSequenceClassification",
+}
 
 
 def build(name: str, **overrides: Any) -> tuple[RewardModel, Any]:
@@ -154,8 +158,13 @@ def test_score_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model, tok = build("tiny_bert")
     out = export_model(model, tok, tmp_path / "model")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-m", "rankrm.score", str(out), "--rank", *TEXTS[:3]],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "rankrm.score", str(out), "--rank", *TEXTS[:3]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     rows = [line.split("\t") for line in run.stdout.splitlines()]
     assert [r[0] for r in rows] == ["1", "2", "3"]
@@ -171,16 +180,19 @@ def test_score_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 def test_score_jsonl_with_prompts(tmp_path: Path) -> None:
     model, tok = build("tiny_qwen")
     out = export_model(model, tok, tmp_path / "model")
-    lines = [{"prompt": "How was it?", "responses": ["great", "bad"], "scores": [2, 1]},
-             {"prompt": [{"role": "user", "content": "hi"}], "responses": ["hello there", "go away", "hm"]},
-             {"responses": ["no prompt here", "none"]}]
+    lines = [
+        {"prompt": "How was it?", "responses": ["great", "bad"], "scores": [2, 1]},
+        {"prompt": [{"role": "user", "content": "hi"}], "responses": ["hello there", "go away", "hm"]},
+        {"responses": ["no prompt here", "none"]},
+    ]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(x) + "\n" for x in lines))
     score_main([str(out), "--jsonl", str(src), "--out", str(tmp_path / "out.jsonl"), "--rank", "--batch-size", "2"])
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["scores"] for r in rows[:1]] == [[2, 1]]  # input fields are kept
-    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}],
-                                   tokenize=False)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}], tokenize=False
+    )
     with torch.no_grad():
         expected = model(**dict(tok([chat], add_special_tokens=False, return_tensors="pt")))[0].item()
     assert rows[1]["rewards"][1] == pytest.approx(expected, abs=1e-5)

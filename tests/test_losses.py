@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+import reference as ref
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-import reference as ref
 from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.losses import LOSSES, listmle
@@ -28,8 +27,11 @@ CASES = [
     ("ranklist", {"margin": 0.5}, lambda *a: ref.ref_ranklist(*a, margin=0.5)),
     ("ranklist", {"margin": 0.3, "margin_mode": "label_gap"}, lambda *a: ref.ref_ranklist(*a, 0.3, "label_gap")),
     ("ranklist_sigmoid", {}, ref.ref_ranklist_sigmoid),
-    ("ranklist_sigmoid", {"margin": 0.2, "margin_mode": "label_gap"},
-     lambda *a: ref.ref_ranklist_sigmoid(*a, 0.2, "label_gap")),
+    (
+        "ranklist_sigmoid",
+        {"margin": 0.2, "margin_mode": "label_gap"},
+        lambda *a: ref.ref_ranklist_sigmoid(*a, 0.2, "label_gap"),
+    ),
     ("listnet", {}, ref.ref_listnet),
     ("listnet", {"temperature": 0.5}, lambda *a: ref.ref_listnet(*a, temperature=0.5)),
     ("listmle", {}, ref.ref_listmle_breslow),
@@ -119,8 +121,10 @@ def _strict_batch(zero: bool):
 
 
 # listnet only at tied rewards: once softmax(rewards) over-shoots the target it rightly pushes back.
-@pytest.mark.parametrize("name, zero", [(n, z) for n in ("pairwise", "ranklist", "listmle", "lambdarank")
-                                        for z in (True, False)] + [("listnet", True)])
+@pytest.mark.parametrize(
+    "name, zero",
+    [(n, z) for n in ("pairwise", "ranklist", "listmle", "lambdarank") for z in (True, False)] + [("listnet", True)],
+)
 def test_gradient_pushes_best_up_and_worst_down(name, zero):
     rewards, labels, mask = _strict_batch(zero)
     _, grad = _loss_and_grad(name, {}, rewards, labels, mask)
@@ -196,8 +200,15 @@ def test_listmle_tie_rules_agree_without_ties(seed):
     assert listmle(rewards, labels, mask, ties="random", seed=seed).item() == pytest.approx(breslow.item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("name, kwargs", [("pairwise", {"margin_mode": "gap"}), ("listnet", {"temperature": 0.0}),
-                                          ("listmle", {"ties": "average"}), ("lambdarank", {"sigma": -1.0})])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("pairwise", {"margin_mode": "gap"}),
+        ("listnet", {"temperature": 0.0}),
+        ("listmle", {"ties": "average"}),
+        ("lambdarank", {"sigma": -1.0}),
+    ],
+)
 def test_bad_config_values_raise_user_errors(name, kwargs):
     rewards, labels, mask = _strict_batch(zero=False)
     with pytest.raises(RankrmError):

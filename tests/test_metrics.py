@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from scipy.stats import kendalltau
 from sklearn.metrics import ndcg_score
 
-import reference as ref
 from rankrm import metrics as M
 from rankrm.errors import RankrmError
 
@@ -114,8 +114,11 @@ def test_epoch_accumulation_equals_metric_on_concatenated_data(seed):
 def test_epoch_pooling_differs_from_mean_of_batch_values():
     # Batch 1: one K=2 list, ordered right (1 of 1 pair). Batch 2: one K=4 list, all 6 pairs wrong.
     b1 = (torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool))
-    b2 = (torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.tensor([[3.0, 2.0, 1.0, 0.0]]),
-          torch.ones(1, 4, dtype=torch.bool))
+    b2 = (
+        torch.tensor([[0.0, 1.0, 2.0, 3.0]]),
+        torch.tensor([[3.0, 2.0, 1.0, 0.0]]),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
     metric = M.RankingMetrics()
     metric.update(*b1)
     metric.update(*b2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,8 +189,16 @@ def test_length_buckets_give_the_same_scores_and_gradients(name: str, side: str)
     """Chunked encoding (length_buckets > 1) only removes padded compute: scores and grads are unchanged."""
     model, tok = build(name, padding_side=side, dropout=0.0)
     spread_head(model)
-    texts = ["a", "a much longer response with many more words in it than the others", "mid length one",
-             "b c", "yet another fairly long response here", "x y z", "short", "the end of it all"]
+    texts = [
+        "a",
+        "a much longer response with many more words in it than the others",
+        "mid length one",
+        "b c",
+        "yet another fairly long response here",
+        "x y z",
+        "short",
+        "the end of it all",
+    ]
     batch = tok(texts, return_tensors="pt", padding=True)
     tt = batch.get("token_type_ids")
     grads = []
@@ -233,8 +240,9 @@ def test_length_chunks_are_optimal_against_brute_force(seed: int) -> None:
         assert brute_force_cells(lengths.tolist(), len(chunks) - 1) > cells
 
 
-@pytest.mark.parametrize("name,freeze", [("tiny_bert", "full"), ("tiny_qwen", "full"), ("tiny_ernie", "lora"),
-                                         ("tiny_qwen", "lora")])
+@pytest.mark.parametrize(
+    "name,freeze", [("tiny_bert", "full"), ("tiny_qwen", "full"), ("tiny_ernie", "lora"), ("tiny_qwen", "lora")]
+)
 def test_gradient_checkpointing_recomputes_each_layer_and_keeps_the_gradients(name: str, freeze: str) -> None:
     """Checkpointing runs every layer's forward again in the backward (that is the memory it saves);
     scores and gradients are those of the plain model (dropout on: the recompute replays its RNG)."""
@@ -247,7 +255,7 @@ def test_gradient_checkpointing_recomputes_each_layer_and_keeps_the_gradients(na
         layers = [m for m in model.base_model.modules() if isinstance(m, GradientCheckpointingLayer)]
         calls: list[int] = []
         for layer in layers:  # a submodule: hooks on the layer itself sit outside the checkpoint
-            next(layer.children()).register_forward_hook(lambda *_: calls.append(1))
+            next(layer.children()).register_forward_hook(lambda *_, calls=calls: calls.append(1))
         batch = dict(tok(TEXTS, padding=True, return_tensors="pt"))
         torch.manual_seed(1)
         s = model(**batch)  # (N,)

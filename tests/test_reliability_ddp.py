@@ -26,9 +26,18 @@ TOLERANCE = 1e-5  # absolute, on every val/test metric
 # a fraction of a step; measured: 5e-5 with the for-loop AdamW, 1.1e-4 with the fused one). A wrong
 # shard or a doubled batch moves weights by whole steps.
 WEIGHT_TOLERANCE = 2.5e-4
-COMMON = ["backbone=tiny_bert", "backbone.dropout=0.0", "data=jsonl", "trainer.max_epochs=2",
-          "trainer.deterministic=true", "threads=1", "optimizer.lr=1e-3", "loss=ranklist",
-          "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]
+COMMON = [
+    "backbone=tiny_bert",
+    "backbone.dropout=0.0",
+    "data=jsonl",
+    "trainer.max_epochs=2",
+    "trainer.deterministic=true",
+    "threads=1",
+    "optimizer.lr=1e-3",
+    "loss=ranklist",
+    "callbacks.progress_bar=null",
+    "++trainer.enable_progress_bar=false",
+]
 
 
 def train(tmp_path: Path, name: str, *extra: str) -> Path:
@@ -37,9 +46,14 @@ def train(tmp_path: Path, name: str, *extra: str) -> Path:
         write_jsonl(data, strict_rows(40))
     run_dir = tmp_path / name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "rankrm.train", *COMMON, f"data.source.path={data}",
-                           f"hydra.run.dir={run_dir}", *extra], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankrm.train", *COMMON, f"data.source.path={data}", f"hydra.run.dir={run_dir}", *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -60,8 +74,10 @@ def test_two_ddp_ranks_train_like_one_process_with_the_global_batch(tmp_path: Pa
         assert max(diffs.values()) <= TOLERANCE, (stage, diffs)
         assert m2[stage]["n_lists"] == 4  # under DDP no list is evaluated twice
 
-    w1, w2 = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-              for d in (one, two))
+    w1, w2 = (
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        for d in (one, two)
+    )
     worst = max((w1[k].float() - w2[k].float()).abs().max().item() for k in w1 if torch.is_tensor(w1[k]))
     assert worst <= WEIGHT_TOLERANCE, worst
 

@@ -14,16 +14,31 @@ import pytest
 import torch
 from data_fixtures import strict_rows, write_jsonl
 
-BASE = ["backbone=tiny_bert", "data=jsonl", "data.batch_size=4", "trainer.max_epochs=1", "threads=1",
-        "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false", "export=false", "test=false"]
+BASE = [
+    "backbone=tiny_bert",
+    "data=jsonl",
+    "data.batch_size=4",
+    "trainer.max_epochs=1",
+    "threads=1",
+    "callbacks.progress_bar=null",
+    "++trainer.enable_progress_bar=false",
+    "export=false",
+    "test=false",
+]
 GOOD = [json.dumps(r) for r in strict_rows(2)]  # lines 1-2; the bad record is always line 3
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # what a user sees by default
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "rankrm.train", *args, f"hydra.run.dir={tmp_path / 'run'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rankrm.train", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def assert_one_clear_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -66,8 +81,9 @@ def test_undecodable_bytes_name_the_line(tmp_path: Path) -> None:
     assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}"), f"{path}:3:", "not valid UTF-8")
 
 
-@pytest.mark.parametrize("content, words", [("", ["file is empty"]), ("\n  \n", ["file is empty"])],
-                         ids=["empty", "blank_lines"])
+@pytest.mark.parametrize(
+    "content, words", [("", ["file is empty"]), ("\n  \n", ["file is empty"])], ids=["empty", "blank_lines"]
+)
 def test_empty_file(tmp_path: Path, content: str, words: list[str]) -> None:
     path = tmp_path / "lists.jsonl"
     path.write_text(content)
@@ -82,11 +98,16 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_other_readers_name_file_line_field(tmp_path: Path) -> None:
     tsv = tmp_path / "lists.tsv"
     tsv.write_text("best\tworse\tworst\nfine\t \tbad\n")
-    assert_one_clear_error(run_cli(tmp_path, *BASE, "data=seed_tsv", f"data.source.path={tsv}"),
-                           f"{tsv}:2:", "field 'column 2'", "empty")
+    assert_one_clear_error(
+        run_cli(tmp_path, *BASE, "data=seed_tsv", f"data.source.path={tsv}"), f"{tsv}:2:", "field 'column 2'", "empty"
+    )
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"chosen": "a", "rejected": "b"}, {"chosen": "x", "rejected": "x"}])
-    assert_one_clear_error(run_cli(tmp_path, *BASE, "data=trl_pairs", f"data.source.path={pairs}"),
-                           f"{pairs}:2:", "field 'rejected'", "identical")
+    assert_one_clear_error(
+        run_cli(tmp_path, *BASE, "data=trl_pairs", f"data.source.path={pairs}"),
+        f"{pairs}:2:",
+        "field 'rejected'",
+        "identical",
+    )
 
 
 # (id, overrides, words of the one error line): config values checked before anything is built
@@ -118,12 +139,19 @@ def test_bad_config_value_names_key(tmp_path: Path, overrides: list[str], words:
     assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}", *overrides), *words)
 
 
-@pytest.mark.parametrize("overrides, words", [
-    (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy=fsdp", "GPUs only", "trainer=ddp"]),
-    (["trainer=fsdp", "export=true"], ["export=true", "trainer.strategy=fsdp", "set export=false"]),
-    pytest.param(["trainer=gpu"], ["trainer.accelerator=gpu", "no CUDA GPU", "trainer=cpu"],
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
-], ids=["fsdp_on_cpu", "fsdp_export", "gpu_without_cuda"])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy=fsdp", "GPUs only", "trainer=ddp"]),
+        (["trainer=fsdp", "export=true"], ["export=true", "trainer.strategy=fsdp", "set export=false"]),
+        pytest.param(
+            ["trainer=gpu"],
+            ["trainer.accelerator=gpu", "no CUDA GPU", "trainer=cpu"],
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
+    ],
+    ids=["fsdp_on_cpu", "fsdp_export", "gpu_without_cuda"],
+)
 def test_trainer_needs_the_hardware_it_names(tmp_path: Path, overrides: list[str], words: list[str]) -> None:
     """GPU trainer configs fail before any model loads, saying what to set, instead of inside Lightning
     (or, for an FSDP export, hanging in a collective only rank 0 entered)."""
@@ -131,9 +159,14 @@ def test_trainer_needs_the_hardware_it_names(tmp_path: Path, overrides: list[str
     assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}", *overrides), *words)
 
 
-@pytest.mark.parametrize("group, choices", [("loss", ["listmle", "pairwise", "ranklist"]),
-                                            ("backbone", ["minilm", "tiny_bert", "qwen"]),
-                                            ("data", ["jsonl", "vader", "oasst"])])
+@pytest.mark.parametrize(
+    "group, choices",
+    [
+        ("loss", ["listmle", "pairwise", "ranklist"]),
+        ("backbone", ["minilm", "tiny_bert", "qwen"]),
+        ("data", ["jsonl", "vader", "oasst"]),
+    ],
+)
 def test_unknown_group_option_lists_choices(tmp_path: Path, group: str, choices: list[str]) -> None:
     proc = run_cli(tmp_path, f"{group}=xyz")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -142,10 +175,14 @@ def test_unknown_group_option_lists_choices(tmp_path: Path, group: str, choices:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rows, overrides, words", [
-    ([{"responses": ["a", "b", "c"], "scores": [1, 1, 1]}] * 6, [], ["tied", "tied_dropped"]),
-    (strict_rows(6), ["data.max_length=4"], ["data.max_length", "overlong_filtered"]),
-], ids=["all_tied", "all_overlong"])
+@pytest.mark.parametrize(
+    "rows, overrides, words",
+    [
+        ([{"responses": ["a", "b", "c"], "scores": [1, 1, 1]}] * 6, [], ["tied", "tied_dropped"]),
+        (strict_rows(6), ["data.max_length=4"], ["data.max_length", "overlong_filtered"]),
+    ],
+    ids=["all_tied", "all_overlong"],
+)
 def test_nothing_left_after_filtering_names_the_file(tmp_path: Path, rows, overrides, words) -> None:
     """Tied or over-long lists are dropped and counted; when none is left the run stops, naming the file."""
     path = write_jsonl(tmp_path / "lists.jsonl", rows)
@@ -153,10 +190,14 @@ def test_nothing_left_after_filtering_names_the_file(tmp_path: Path, rows, overr
 
 
 @pytest.mark.slow  # these load Lightning first (the schedule lives in rankrm.module)
-@pytest.mark.parametrize("overrides, words", [
-    (["trainer.precision=65-true"], ["trainer:", "65-true"]),
-    (["scheduler.decay=exp"], ["scheduler.decay", "cosine"]),
-], ids=["lightning_rejects", "unknown_decay"])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["trainer.precision=65-true"], ["trainer:", "65-true"]),
+        (["scheduler.decay=exp"], ["scheduler.decay", "cosine"]),
+    ],
+    ids=["lightning_rejects", "unknown_decay"],
+)
 def test_values_checked_after_lightning_loads(tmp_path: Path, overrides: list[str], words: list[str]) -> None:
     path = write_jsonl(tmp_path / "lists.jsonl", strict_rows(12))
     assert_one_clear_error(run_cli(tmp_path, *BASE, f"data.source.path={path}", *overrides), *words)
@@ -164,9 +205,14 @@ def test_values_checked_after_lightning_loads(tmp_path: Path, overrides: list[st
 
 @pytest.mark.slow
 def test_skip_invalid_drops_and_counts(tmp_path: Path) -> None:
-    bad = ['{"responses": ["a", "b"', {"responses": ["only"]}, {"responses": ["x", ""]},
-           '{"responses": ["a", "b"], "scores": [NaN, 1]}', {"responses": ["s", "t", "s"]},
-           {"responses": ["a", "b"], "scores": [1, 1]}]  # the last is valid but tied: dropped later, counted
+    bad = [
+        '{"responses": ["a", "b"',
+        {"responses": ["only"]},
+        {"responses": ["x", ""]},
+        '{"responses": ["a", "b"], "scores": [NaN, 1]}',
+        {"responses": ["s", "t", "s"]},
+        {"responses": ["a", "b"], "scores": [1, 1]},
+    ]  # the last is valid but tied: dropped later, counted
     rows = strict_rows(24)
     path = write_jsonl(tmp_path / "lists.jsonl", rows[:12] + bad + rows[12:])
     proc = run_cli(tmp_path, *BASE, f"data.source.path={path}", "data.skip_invalid=true")
@@ -174,7 +220,12 @@ def test_skip_invalid_drops_and_counts(tmp_path: Path) -> None:
     log = proc.stdout + proc.stderr
     assert "skipped invalid records" in log and f"{path}:13:" in log
     stats = json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]
-    assert stats["dropped_invalid"] == {"bad_score": 1, "duplicate_text": 1, "empty_response": 1,
-                                        "invalid_json": 1, "k<2": 1}
+    assert stats["dropped_invalid"] == {
+        "bad_score": 1,
+        "duplicate_text": 1,
+        "empty_response": 1,
+        "invalid_json": 1,
+        "k<2": 1,
+    }
     assert sum(stats[s]["tied_dropped"] for s in ("train", "val", "test")) == 1
     assert sum(stats[s]["lists"] for s in ("train", "val", "test")) == 24

@@ -24,9 +24,18 @@ from rankrm.io import atomic_write_json, atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 8  # 40 lists -> 32 train lists (fractions 0.8/0.1/0.1) in batches of 4
 # Deterministic CPU run with dropout on (tiny_bert's 0.1): exact resume needs the RNG state too.
-BASE = ["backbone=tiny_bert", "data=jsonl", "data.batch_size=4", "trainer.max_epochs=2", "trainer.deterministic=true",
-        "threads=1", "optimizer.lr=1e-3", "callbacks.step_checkpoint.every_n_train_steps=3",
-        "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]
+BASE = [
+    "backbone=tiny_bert",
+    "data=jsonl",
+    "data.batch_size=4",
+    "trainer.max_epochs=2",
+    "trainer.deterministic=true",
+    "threads=1",
+    "optimizer.lr=1e-3",
+    "callbacks.step_checkpoint.every_n_train_steps=3",
+    "callbacks.progress_bar=null",
+    "++trainer.enable_progress_bar=false",
+]
 
 
 def _env() -> dict[str, str]:
@@ -87,12 +96,14 @@ def test_same_seed_twice_gives_identical_metrics_and_weights(data: Path, referen
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(data: Path, reference: Path,
-                                                                      tmp_path: Path) -> None:
+def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(
+    data: Path, reference: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(train_cmd(data, run_dir), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(data, run_dir), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(last.exists, "the first periodic checkpoint (step 3)", proc)
     finally:
@@ -105,7 +116,8 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(data: Path
     assert step % STEPS_PER_EPOCH != 0, f"killed at an epoch boundary (step {step}): not a mid-epoch resume"
     # the train loader's place in its epoch is in the checkpoint (ResumableLoader)
     assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": step // STEPS_PER_EPOCH, "batches_done": step % STEPS_PER_EPOCH}]
+        {"epoch": step // STEPS_PER_EPOCH, "batches_done": step % STEPS_PER_EPOCH}
+    ]
 
     resumed = run(train_cmd(data, run_dir, "resume=true"), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -119,8 +131,11 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(data: Path
 def test_non_finite_loss_stops_with_step_and_batch_and_never_becomes_best(data: Path, tmp_path: Path) -> None:
     proc = run(train_cmd(data, tmp_path / "run", "optimizer.lr=1e30"), tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    found = re.findall(r"rankrm: error: non-finite train loss \((?:nan|inf|-inf)\) at global step (\d+), "
-                       r"epoch (\d+), train batch (\d+)", proc.stderr)
+    found = re.findall(
+        r"rankrm: error: non-finite train loss \((?:nan|inf|-inf)\) at global step (\d+), "
+        r"epoch (\d+), train batch (\d+)",
+        proc.stderr,
+    )
     assert len(found) == 1, proc.stderr[-3000:]
     step = int(found[0][0])
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "model").exists()
@@ -257,8 +272,16 @@ train_overrides: [backbone=tiny_bert, data=jsonl, "data.source.path={data}", tra
 
 
 def _sweep_cmd(tmp_path: Path) -> list[str]:
-    return [sys.executable, "-m", "rankrm.sweep", "--config-dir", str(tmp_path / "conf"), "sweep=kill",
-            f"dir={tmp_path / 'sw'}", "n_trials=2"]
+    return [
+        sys.executable,
+        "-m",
+        "rankrm.sweep",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "sweep=kill",
+        f"dir={tmp_path / 'sw'}",
+        "n_trials=2",
+    ]
 
 
 def _trials(tmp_path: Path) -> list:
@@ -276,11 +299,15 @@ def test_sweep_killed_mid_trial_keeps_completed_trials_and_reaches_n_trials(data
     (tmp_path / "conf" / "sweep").mkdir(parents=True)
     (tmp_path / "conf" / "sweep" / "kill.yaml").write_text(SWEEP.format(data=data))
     trials = tmp_path / "sw" / "trials"
-    proc = subprocess.Popen(_sweep_cmd(tmp_path), cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _sweep_cmd(tmp_path), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:  # kill the sweep while trial 1 trains, after trial 0 completed
-        wait_for(lambda: (trials / "0" / "metrics.json").exists() and (trials / "1" / "command.txt").exists(),
-                 "trial 0 to complete and trial 1 to start", proc)
+        wait_for(
+            lambda: (trials / "0" / "metrics.json").exists() and (trials / "1" / "command.txt").exists(),
+            "trial 0 to complete and trial 1 to start",
+            proc,
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -292,7 +319,10 @@ def test_sweep_killed_mid_trial_keeps_completed_trials_and_reaches_n_trials(data
     after = _trials(tmp_path)
     done = [t for t in after if t.state == TrialState.COMPLETE]
     assert (after[0].state, after[0].values, after[0].datetime_start) == (
-        before[0].state, before[0].values, before[0].datetime_start)  # the completed trial is kept as it was
+        before[0].state,
+        before[0].values,
+        before[0].datetime_start,
+    )  # the completed trial is kept as it was
     assert len(done) == 2 and after[1].state == TrialState.FAIL  # the killed trial was re-run, not counted
     assert after[1].params == after[2].params and after[2].user_attrs.get("retry_of") == 1
 
@@ -304,8 +334,10 @@ def test_json_outputs_have_no_nan(tmp_path: Path) -> None:
 
     from rankrm.io import atomic_write_json
 
-    path = atomic_write_json(tmp_path / "m.json", {"val": {"pair_acc": float("nan"), "tau": torch.tensor(0.5),
-                                                           "x": [np.float32("inf"), 1, "a"]}, "t": (1.5,)})
+    path = atomic_write_json(
+        tmp_path / "m.json",
+        {"val": {"pair_acc": float("nan"), "tau": torch.tensor(0.5), "x": [np.float32("inf"), 1, "a"]}, "t": (1.5,)},
+    )
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"val": {"pair_acc": None, "tau": 0.5, "x": [None, 1, "a"]}, "t": [1.5]}

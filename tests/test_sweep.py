@@ -24,8 +24,16 @@ from rankrm.errors import RankrmError
 from rankrm.sweep.pruning import OptunaPruning
 from rankrm.sweep.runner import _finish, _last_wins, _settings, sweep
 from rankrm.sweep.space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
-from rankrm.sweep.study import (PRUNED_ATTR, PRUNER_ATTR, budget_left, build_pruner, build_sampler, open_storage,
-                                open_study, requeue)
+from rankrm.sweep.study import (
+    PRUNED_ATTR,
+    PRUNER_ATTR,
+    budget_left,
+    build_pruner,
+    build_sampler,
+    open_storage,
+    open_study,
+    requeue,
+)
 from rankrm.sweep.trial import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -39,16 +47,19 @@ SPACE = {
 
 
 # ---------------------------------------------------------------- search space, objectives
-@pytest.mark.parametrize("params, match", [
-    ({}, "no `params`"),
-    ({"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-5}}, "low .* > high"),
-    ({"optimizer.lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
-    ({"optimizer.lr": {"type": "floot", "low": 0.0, "high": 1.0}}, "needs `type"),
-    ({"optimizer.lr": {"type": "float", "lo": 0.0, "high": 1.0}}, "unknown key"),
-    ({"data.k": {"type": "int", "low": 2.5, "high": 4}}, "integers"),
-    ({"loss": {"type": "choice", "choices": []}}, "non-empty"),
-    ({"loss.kwargs.margin": {"type": "float", "low": 0, "high": 1, "when": {"loss": "pairwise"}}}, "listed before"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({}, "no `params`"),
+        ({"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-5}}, "low .* > high"),
+        ({"optimizer.lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
+        ({"optimizer.lr": {"type": "floot", "low": 0.0, "high": 1.0}}, "needs `type"),
+        ({"optimizer.lr": {"type": "float", "lo": 0.0, "high": 1.0}}, "unknown key"),
+        ({"data.k": {"type": "int", "low": 2.5, "high": 4}}, "integers"),
+        ({"loss": {"type": "choice", "choices": []}}, "non-empty"),
+        ({"loss.kwargs.margin": {"type": "float", "low": 0, "high": 1, "when": {"loss": "pairwise"}}}, "listed before"),
+    ],
+)
 def test_bad_space_is_a_user_error(params, match):
     with pytest.raises(RankrmError, match=match):
         parse_space(params)
@@ -62,11 +73,16 @@ def test_bad_objectives_are_user_errors():
     assert parse_objectives([{"metric": "val/ndcg", "direction": "min"}]) == [Objective("val/ndcg", "minimize")]
 
 
-@pytest.mark.parametrize("fixed, active", [
-    ({"loss": "pairwise", "optimizer.lr": 1e-4, "loss.kwargs.margin": 0.5, "data.k": 3},
-     ["loss", "optimizer.lr", "loss.kwargs.margin", "data.k"]),
-    ({"loss": "listnet", "optimizer.lr": 1e-4, "data.k": 3}, ["loss", "optimizer.lr", "data.k"]),
-])
+@pytest.mark.parametrize(
+    "fixed, active",
+    [
+        (
+            {"loss": "pairwise", "optimizer.lr": 1e-4, "loss.kwargs.margin": 0.5, "data.k": 3},
+            ["loss", "optimizer.lr", "loss.kwargs.margin", "data.k"],
+        ),
+        ({"loss": "listnet", "optimizer.lr": 1e-4, "data.k": 3}, ["loss", "optimizer.lr", "data.k"]),
+    ],
+)
 def test_conditional_params_are_sampled_only_when_active(fixed, active):
     chosen = sample(optuna.trial.FixedTrial(fixed), parse_space(SPACE))
     assert list(chosen) == active
@@ -74,8 +90,9 @@ def test_conditional_params_are_sampled_only_when_active(fixed, active):
     assert overrides[0] == f"loss={fixed['loss']}" and "++optimizer.lr=0.0001" in overrides
 
 
-@pytest.mark.parametrize("value", ["pairwise", "1", "true", "null", "a b", "it's", "x=y", "c:\\dir", "a\\'b", "end\\",
-                                   0.5, 3, True, None])
+@pytest.mark.parametrize(
+    "value", ["pairwise", "1", "true", "null", "a b", "it's", "x=y", "c:\\dir", "a\\'b", "end\\", 0.5, 3, True, None]
+)
 def test_hydra_value_round_trips_through_the_override_parser(value):
     parsed = OverridesParser.create().parse_override(f"++a.b={hydra_value(value)}").value()
     assert parsed == value and type(parsed) is type(value)
@@ -84,8 +101,9 @@ def test_hydra_value_round_trips_through_the_override_parser(value):
 def _compose(tmp_path: Path, *overrides: str) -> dict:
     """The sweep config as the CLI composes it, with the test's conf dir on the search path."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("sweep", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            "sweep", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *overrides], return_hydra_config=True
+        )
         HydraConfig.instance().set_config(cfg)  # lets ${hydra:runtime.choices.sweep} resolve
         with open_dict(cfg):
             del cfg["hydra"]
@@ -119,9 +137,15 @@ def test_budget_counts_finished_and_running_but_not_requeued(tmp_path):
 
 
 def _fake_trainer(value: float, step: int) -> SimpleNamespace:
-    return SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
-                           callback_metrics={"val/ndcg": value}, global_step=step, should_stop=False,
-                           strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all=True: d))
+    return SimpleNamespace(
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
+        is_global_zero=True,
+        callback_metrics={"val/ndcg": value},
+        global_step=step,
+        should_stop=False,
+        strategy=SimpleNamespace(reduce_boolean_decision=lambda d, all=True: d),
+    )
 
 
 def test_pruning_callback_reports_stops_and_parent_marks_pruned(tmp_path):
@@ -149,14 +173,20 @@ def test_pruning_callback_reports_stops_and_parent_marks_pruned(tmp_path):
 def test_missing_objective_fails_the_trial_with_its_reason(tmp_path):
     study = _study(tmp_path, ("maximize", "maximize"))
     t = study.ask()
-    _finish(study, t, Outcome(0, {"val": {"pair_acc": 0.7}}), parse_objectives(
-        [{"metric": "val/pair_acc", "direction": "max"}, {"metric": "val/kendall_tau", "direction": "max"}]))
+    _finish(
+        study,
+        t,
+        Outcome(0, {"val": {"pair_acc": 0.7}}),
+        parse_objectives(
+            [{"metric": "val/pair_acc", "direction": "max"}, {"metric": "val/kendall_tau", "direction": "max"}]
+        ),
+    )
     frozen = study._storage.get_trial(t._trial_id)
     assert frozen.state == TrialState.FAIL and "val/kendall_tau" in frozen.user_attrs["error"]
 
 
 # ---------------------------------------------------------------- the CLI with a fake trainer
-FAKE_TRAIN = r'''
+FAKE_TRAIN = r"""
 import json, os, sys, time
 from pathlib import Path
 args = dict(a.lstrip("+").split("=", 1) for a in sys.argv[1:])
@@ -165,7 +195,7 @@ run = Path(args["hydra.run.dir"].strip("'")); run.mkdir(parents=True, exist_ok=T
 time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
 lr = float(args["optimizer.lr"])
 (run / "metrics.json").write_text(json.dumps({"val": {"ndcg": lr * 1000}}))
-'''
+"""
 FAKE_SWEEP = """# @package _global_
 objectives: [{metric: val/ndcg, direction: maximize}]
 pruner: {name: none}
@@ -174,11 +204,20 @@ params:
 """
 
 
-def _sweep_cli(tmp_path: Path, *overrides: str, sweep: str = "fake", env: dict | None = None,
-               wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+def _sweep_cli(
+    tmp_path: Path, *overrides: str, sweep: str = "fake", env: dict | None = None, wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
     where = [] if any(o.startswith("dir=") for o in overrides) else [f"dir={tmp_path / 'sw'}"]
-    cmd = [sys.executable, "-m", "rankrm.sweep", "--config-dir", str(tmp_path / "conf"), f"sweep={sweep}",
-           *where, *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rankrm.sweep",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        f"sweep={sweep}",
+        *where,
+        *overrides,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -238,8 +277,10 @@ def test_killed_sweep_requeues_its_running_trial_and_reaches_n_trials(tmp_path):
 def test_trial_timeout_is_recorded_failed_and_the_sweep_exits_nonzero(tmp_path, monkeypatch):
     command = _fake_setup(tmp_path)
     monkeypatch.setenv("FAKE_SLEEP", "600")  # inherited by the trial process
-    assert sweep(_compose(tmp_path, "sweep=fake", command, "n_trials=1", "trial_timeout_s=1",
-                          f"dir={tmp_path / 'sw'}")) == 1
+    assert (
+        sweep(_compose(tmp_path, "sweep=fake", command, "n_trials=1", "trial_timeout_s=1", f"dir={tmp_path / 'sw'}"))
+        == 1
+    )
     (t,) = _trials(tmp_path)
     assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("timeout")
 
@@ -264,8 +305,16 @@ def test_config_errors_exit_2_with_one_line(tmp_path):
         sweep(_compose(tmp_path, "sweep=fake", command, "report_only=true", f"dir={tmp_path / 'nothing'}"))
     assert sweep(_compose(tmp_path, "sweep=fake", command, "n_trials=1", f"dir={tmp_path / 'sw'}")) == 0
     with pytest.raises(RankrmError, match=r"was run with objectives \['val/ndcg'\]"):
-        sweep(_compose(tmp_path, "sweep=fake", command, "n_trials=2", f"dir={tmp_path / 'sw'}",
-                       "objectives=[{metric:val/loss,direction:maximize}]"))
+        sweep(
+            _compose(
+                tmp_path,
+                "sweep=fake",
+                command,
+                "n_trials=2",
+                f"dir={tmp_path / 'sw'}",
+                "objectives=[{metric:val/loss,direction:maximize}]",
+            )
+        )
 
 
 def test_later_fixed_overrides_win():
@@ -314,7 +363,8 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     trials = _trials(tmp_path, "tiny")
     assert [(t.number, t.state, t.datetime_start) for t in trials[:2]] == [
-        (t.number, t.state, t.datetime_start) for t in first]
+        (t.number, t.state, t.datetime_start) for t in first
+    ]
     assert [t.number for t in trials] == list(range(4))
     assert [t.state for t in trials[2:]] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("error") for t in trials]
     assert all(len(t.values) == 2 for t in trials[2:])
@@ -333,16 +383,27 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     assert "| 3 | COMPLETE |" in text and "importances need at least" in text
 
 
-@pytest.mark.parametrize("build, spec, expected", [
-    (build_pruner, {"name": "median", "kwargs": {"n_startup_trials": 2}}, optuna.pruners.MedianPruner),
-    (build_pruner, {"name": "none", "kwargs": {"n_startup_trials": 2}}, optuna.pruners.NopPruner),
-    (build_pruner, {"name": "asha"}, "pruner.name must be one of"),
-    (build_pruner, {"name": "median", "kwargs": {"bogus": 1}}, "pruner.kwargs for median"),
-    (lambda s: build_sampler(s, 3), None, optuna.samplers.TPESampler),
-    (lambda s: build_sampler(s, 3), {"name": "cmaes"}, "sampler.name must be one of"),
-    (lambda s: build_sampler(s, 3), {"name": "tpe", "kwargs": {"bogus": 1}}, "sampler.kwargs for tpe"),
-], ids=["median", "none_ignores_kwargs", "bad_pruner", "bad_pruner_kwarg", "default_tpe", "bad_sampler",
-        "bad_sampler_kwarg"])
+@pytest.mark.parametrize(
+    "build, spec, expected",
+    [
+        (build_pruner, {"name": "median", "kwargs": {"n_startup_trials": 2}}, optuna.pruners.MedianPruner),
+        (build_pruner, {"name": "none", "kwargs": {"n_startup_trials": 2}}, optuna.pruners.NopPruner),
+        (build_pruner, {"name": "asha"}, "pruner.name must be one of"),
+        (build_pruner, {"name": "median", "kwargs": {"bogus": 1}}, "pruner.kwargs for median"),
+        (lambda s: build_sampler(s, 3), None, optuna.samplers.TPESampler),
+        (lambda s: build_sampler(s, 3), {"name": "cmaes"}, "sampler.name must be one of"),
+        (lambda s: build_sampler(s, 3), {"name": "tpe", "kwargs": {"bogus": 1}}, "sampler.kwargs for tpe"),
+    ],
+    ids=[
+        "median",
+        "none_ignores_kwargs",
+        "bad_pruner",
+        "bad_pruner_kwarg",
+        "default_tpe",
+        "bad_sampler",
+        "bad_sampler_kwarg",
+    ],
+)
 def test_pruner_and_sampler_specs(build, spec, expected):
     """Config specs build the named Optuna object; a bad name or kwarg names its config key."""
     if isinstance(expected, str):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import strict_rows, write_jsonl
 from hydra import compose, initialize_config_dir
 
-from data_fixtures import strict_rows, write_jsonl
 from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
 
@@ -22,16 +22,26 @@ METRIC_KEYS = {"pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc"
 
 def run_cli(args: list[str], cwd: Path, module: str = "rankrm.train") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def tiny_run(tmp_path: Path, backbone: str, *extra: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
     data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(40, k=4))
     run_dir = tmp_path / "run"
-    args = [f"backbone={backbone}", "data=jsonl", f"data.source.path={data}", "data.batch_size=4",
-            "trainer.max_epochs=1", "optimizer.lr=1e-2", "scheduler.warmup_ratio=0.0", "threads=1",
-            f"hydra.run.dir={run_dir}", *extra]
+    args = [
+        f"backbone={backbone}",
+        "data=jsonl",
+        f"data.source.path={data}",
+        "data.batch_size=4",
+        "trainer.max_epochs=1",
+        "optimizer.lr=1e-2",
+        "scheduler.warmup_ratio=0.0",
+        "threads=1",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
     return run_dir, run_cli(args, tmp_path)
 
 
@@ -49,16 +59,26 @@ def trained_state(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone,extra", [("tiny_bert", ()), ("tiny_ernie", ()), ("tiny_qwen", ()),
-                                           ("tiny_qwen", ("backbone.gradient_checkpointing=true",))])
+@pytest.mark.parametrize(
+    "backbone,extra",
+    [
+        ("tiny_bert", ()),
+        ("tiny_ernie", ()),
+        ("tiny_qwen", ()),
+        ("tiny_qwen", ("backbone.gradient_checkpointing=true",)),
+    ],
+)
 def test_cli_trains_every_parameter(tmp_path: Path, backbone: str, extra: tuple[str, ...]) -> None:
     run_dir, proc = tiny_run(tmp_path, backbone, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     before, after = initial_state(backbone), trained_state(run_dir)
     # Parameters that get no gradient by construction: BERT's pooler is unused by cls/mean only,
     # and position/type embeddings beyond the longest input are never looked up.
-    unchanged = [k for k, v in before.items() if v.is_floating_point() and torch.equal(v, after[k])
-                 and "position" not in k and "token_type" not in k]
+    unchanged = [
+        k
+        for k, v in before.items()
+        if v.is_floating_point() and torch.equal(v, after[k]) and "position" not in k and "token_type" not in k
+    ]
     assert not unchanged, f"parameters did not train: {unchanged}"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())

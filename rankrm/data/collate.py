@@ -34,7 +34,7 @@ class RankCollator:
             if self.padding_side == "right":
                 out[r, : len(s)] = torch.tensor(s, dtype=torch.long)
             else:
-                out[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                out[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
         return out
 
     def __call__(self, items: Sequence[EncodedList]) -> dict[str, torch.Tensor]:

@@ -84,11 +84,23 @@ class RankDataModule(pl.LightningDataModule):
     """Train/val/test ranked lists for a reward model; see the module docstring for `stats`."""
 
     def __init__(
-        self, tokenizer: Any, source: Mapping[str, Any], seed: int = 0, batch_size: int = 8,
-        max_tokens: int | None = None, max_length: int | None = 128, overlong: str = "filter",
-        truncation_side: str = "left", length_grouping: bool = True, skip_invalid: bool = False,
-        num_workers: int = 0, as_pairs: bool = False, limit_train: int | None = None,
-        limit_val: int | None = None, limit_test: int | None = None, preread: SourceData | None = None,
+        self,
+        tokenizer: Any,
+        source: Mapping[str, Any],
+        seed: int = 0,
+        batch_size: int = 8,
+        max_tokens: int | None = None,
+        max_length: int | None = 128,
+        overlong: str = "filter",
+        truncation_side: str = "left",
+        length_grouping: bool = True,
+        skip_invalid: bool = False,
+        num_workers: int = 0,
+        as_pairs: bool = False,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        limit_test: int | None = None,
+        preread: SourceData | None = None,
     ) -> None:
         super().__init__()
         if getattr(tokenizer, "pad_token_id", None) is None:
@@ -119,25 +131,38 @@ class RankDataModule(pl.LightningDataModule):
         keep = sorted(random.Random(f"{self.seed}:limit:{split}").sample(range(len(lists)), int(cap)))
         return [lists[i] for i in keep]
 
-    def sampler(self, split: str, num_replicas: int = 1, rank: int = 0,
-                items: list[EncodedList] | None = None) -> ListBatchSampler:
+    def sampler(
+        self, split: str, num_replicas: int = 1, rank: int = 0, items: list[EncodedList] | None = None
+    ) -> ListBatchSampler:
         """The batch sampler of a split (train shuffles per epoch; val/test keep a fixed order)."""
         if items is None:
             assert self.datasets is not None, "call setup() first"
             items = self.datasets[split]
         sizes = [(e.k, e.max_len) for e in items]
-        return ListBatchSampler(sizes, self.batch_size, self.max_tokens, shuffle=split == "train",
-                                length_grouping=self.length_grouping, seed=self.seed,
-                                num_replicas=num_replicas, rank=rank)
+        return ListBatchSampler(
+            sizes,
+            self.batch_size,
+            self.max_tokens,
+            shuffle=split == "train",
+            length_grouping=self.length_grouping,
+            seed=self.seed,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
 
     def _split_stats(self, split: str, kept: list[EncodedList], items: list[EncodedList]) -> dict[str, Any]:
         batches = self.sampler(split, items=items).epoch_batches(0) if items else []
         real, pad = padding_counts(batches, items)
         return {
-            "lists": len(kept), "examples": len(items), "pairs": sum(n_pairs(e.labels) for e in kept),
+            "lists": len(kept),
+            "examples": len(items),
+            "pairs": sum(n_pairs(e.labels) for e in kept),
             "k_hist": {str(k): n for k, n in sorted(Counter(e.k for e in items).items())},
-            "responses": sum(e.k for e in items), "tokens": real, "padded_tokens": pad,
-            "padded_share": round(pad / (real + pad), 4) if real else 0.0, "batches": len(batches),
+            "responses": sum(e.k for e in items),
+            "tokens": real,
+            "padded_tokens": pad,
+            "padded_share": round(pad / (real + pad), 4) if real else 0.0,
+            "batches": len(batches),
         }
 
     def setup(self, stage: str | None = None) -> None:
@@ -149,10 +174,17 @@ class RankDataModule(pl.LightningDataModule):
         self.preread = None  # the tokenised datasets replace the raw lists
         max_len = effective_max_length(self.tokenizer, self.max_length)
         stats: dict[str, Any] = {
-            "reader": self.source.get("reader"), "seed": self.seed, "max_length": max_len,
-            "batching": {"batch_size": self.batch_size, "max_tokens": self.max_tokens,
-                         "length_grouping": self.length_grouping, "as_pairs": self.as_pairs},
-            "dropped_invalid": drops.as_dict(), "source": info,
+            "reader": self.source.get("reader"),
+            "seed": self.seed,
+            "max_length": max_len,
+            "batching": {
+                "batch_size": self.batch_size,
+                "max_tokens": self.max_tokens,
+                "length_grouping": self.length_grouping,
+                "as_pairs": self.as_pairs,
+            },
+            "dropped_invalid": drops.as_dict(),
+            "source": info,
         }
         datasets: dict[str, list[EncodedList]] = {}
         for split in SPLITS:
@@ -161,15 +193,21 @@ class RankDataModule(pl.LightningDataModule):
             limited = self._limit(untied, split)
             kept, counts = encode_lists(self.tokenizer, limited, max_len, self.overlong, self.truncation_side)
             datasets[split] = expand_pairs(kept, self.seed) if (self.as_pairs and split == "train") else kept
-            stats[split] = {"lists_read": len(lists), "tied_dropped": len(lists) - len(untied),
-                            "over_limit": len(untied) - len(limited), **counts}
+            stats[split] = {
+                "lists_read": len(lists),
+                "tied_dropped": len(lists) - len(untied),
+                "over_limit": len(untied) - len(limited),
+                **counts,
+            }
             stats[split].update(self._split_stats(split, kept, datasets[split]))
         self.stats = stats
         for split in ("train", "val"):  # val picks the best checkpoint: an empty one is an error too
             if not datasets[split]:
-                raise RankrmError(f"{describe(self.source)}: no {split} lists left after validation and filtering "
-                                  f"(all labels tied, longer than data.max_length with overlong=filter, too few "
-                                  f"texts for data.source.k / min_gap, or limits): {summary(stats)}")
+                raise RankrmError(
+                    f"{describe(self.source)}: no {split} lists left after validation and filtering "
+                    f"(all labels tied, longer than data.max_length with overlong=filter, too few "
+                    f"texts for data.source.k / min_gap, or limits): {summary(stats)}"
+                )
         self.datasets = datasets
         rank_zero_info(summary(stats))
         if drops.examples and rank_zero_only.rank == 0:
@@ -183,10 +221,14 @@ class RankDataModule(pl.LightningDataModule):
         # A private generator: each new iterator draws a worker base seed, which would otherwise
         # advance the global RNG (dropout's) and make a resumed run draw other dropout masks.
         items = self.datasets[split]  # type: ignore[index]
-        return ResumableLoader(items, batch_sampler=self.sampler(split, replicas, rank),
-                               collate_fn=self.collator, num_workers=self.num_workers,
-                               persistent_workers=self.num_workers > 0,
-                               generator=torch.Generator().manual_seed(self.seed))
+        return ResumableLoader(
+            items,
+            batch_sampler=self.sampler(split, replicas, rank),
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -238,10 +280,21 @@ def summary(stats: Mapping[str, Any]) -> str:
         if st is None:
             continue
         ks = ",".join(f"K{k}:{n}" for k, n in st.get("k_hist", {}).items())
-        parts.append(f"{s} {st.get('lists', 0)} lists ({ks}; {st.get('examples', 0)} examples, "
-                     f"padded {100 * st.get('padded_share', 0):.1f}%)")
-    drops = {s: {k: stats[s][k] for k in ("tied_dropped", "overlong_filtered", "truncated_lists", "over_limit")
-                 if stats.get(s, {}).get(k)} for s in SPLITS}
+        parts.append(
+            f"{s} {st.get('lists', 0)} lists ({ks}; {st.get('examples', 0)} examples, "
+            f"padded {100 * st.get('padded_share', 0):.1f}%)"
+        )
+    drops = {
+        s: {
+            k: stats[s][k]
+            for k in ("tied_dropped", "overlong_filtered", "truncated_lists", "over_limit")
+            if stats.get(s, {}).get(k)
+        }
+        for s in SPLITS
+    }
     dropped = "; ".join(f"{s}: {d}" for s, d in drops.items() if d) or "none"
-    return (f"rankrm data [{stats.get('reader')}]: " + ", ".join(parts)
-            + f" | invalid dropped: {stats.get('dropped_invalid') or 'none'} | filtered/cut: {dropped}")
+    return (
+        f"rankrm data [{stats.get('reader')}]: "
+        + ", ".join(parts)
+        + f" | invalid dropped: {stats.get('dropped_invalid') or 'none'} | filtered/cut: {dropped}"
+    )

@@ -20,7 +20,16 @@ from typing import Any
 from rankrm.data.readers import Items, list_record, pair_record
 from rankrm.data.records import RankedList
 from rankrm.data.sources import Splits, assemble
-from rankrm.data.validate import DropLog, RecordError, check_list, check_prompt, check_score, check_text, make_list, require
+from rankrm.data.validate import (
+    DropLog,
+    RecordError,
+    check_list,
+    check_prompt,
+    check_score,
+    check_text,
+    make_list,
+    require,
+)
 from rankrm.errors import RankrmError
 
 FORMATS = ("list", "pairs", "ultrafeedback")
@@ -34,9 +43,11 @@ def hub_offline() -> bool:
 
 
 def _offline_help(path: str) -> str:
-    return (f"where the hub is reachable run `python -c \"import datasets; datasets.load_dataset('{path}')"
-            f".save_to_disk('DIR')\"`, copy DIR here and set data.source.path=DIR "
-            "(or point data.source.path / train / val / test at local json, jsonl, csv or parquet files)")
+    return (
+        f"where the hub is reachable run `python -c \"import datasets; datasets.load_dataset('{path}')"
+        f".save_to_disk('DIR')\"`, copy DIR here and set data.source.path=DIR "
+        "(or point data.source.path / train / val / test at local json, jsonl, csv or parquet files)"
+    )
 
 
 def _load_local(path: Path, split: str | None) -> Any:
@@ -70,8 +81,10 @@ def _load_hub(path: str, name: str | None, split: str, revision: str | None) -> 
     try:
         return datasets.load_dataset(path, name, split=split, revision=revision)
     except Exception as e:  # noqa: BLE001 -- no network, no such dataset, no auth: all user-fixable
-        raise RankrmError(f"could not load '{path}' (split {split}) from the hub: {type(e).__name__}: "
-                          f"{str(e)[:200]}; {_offline_help(path)}") from None
+        raise RankrmError(
+            f"could not load '{path}' (split {split}) from the hub: {type(e).__name__}: "
+            f"{str(e)[:200]}; {_offline_help(path)}"
+        ) from None
 
 
 def load_rows(path: str, split: str | None, name: str | None = None, revision: str | None = None) -> Any:
@@ -109,8 +122,9 @@ def ultrafeedback_record(row: dict[str, Any], where: Path, line: int, score_fiel
     return make_list(texts, labels, prompt, where, line, "completions")
 
 
-def rows_to_items(rows: Iterable[Mapping[str, Any]], where: str, fmt: str, log: DropLog,
-                  columns: Mapping[str, str], score_field: str) -> Items:
+def rows_to_items(
+    rows: Iterable[Mapping[str, Any]], where: str, fmt: str, log: DropLog, columns: Mapping[str, str], score_field: str
+) -> Items:
     """Validate each row (row i is reported as line i+1 of `where`) and collect the lists."""
     items = Items()
     src = Path(where)
@@ -129,10 +143,19 @@ def rows_to_items(rows: Iterable[Mapping[str, Any]], where: str, fmt: str, log: 
 
 
 def load_hf(
-    log: DropLog, seed: int, path: str | None = None, format: str = "list", name: str | None = None,
-    revision: str | None = None, splits: Mapping[str, str | None] | None = None, train: str | None = None,
-    val: str | None = None, test: str | None = None, columns: Mapping[str, str] | None = None,
-    score_field: str = "overall_score", fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    log: DropLog,
+    seed: int,
+    path: str | None = None,
+    format: str = "list",
+    name: str | None = None,
+    revision: str | None = None,
+    splits: Mapping[str, str | None] | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    test: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    score_field: str = "overall_score",
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> tuple[Splits, dict]:
     """Rows of `path` (its `splits` names; a null split is carved from train) or of per-split files."""
     if format not in FORMATS:
@@ -148,6 +171,5 @@ def load_hf(
             continue
         rows = load_rows(src, split, name, revision)
         where = src if (split is None or Path(src).expanduser().is_file()) else f"{src}[{split}]"
-        per_split[s] = rows_to_items(rows, where, format, log,
-                                     dict(columns or {}), score_field)
+        per_split[s] = rows_to_items(rows, where, format, log, dict(columns or {}), score_field)
     return assemble(per_split, fractions, seed)

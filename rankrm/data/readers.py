@@ -16,8 +16,19 @@ from typing import Any
 
 from rankrm.data.records import Message, RankedList
 from rankrm.data.validate import (
-    DropLog, RecordError, check_file, check_list, check_messages, check_prompt, check_score,
-    check_text, iter_lines, make_list, parse_json_object, require, strict_labels,
+    DropLog,
+    RecordError,
+    check_file,
+    check_list,
+    check_messages,
+    check_prompt,
+    check_score,
+    check_text,
+    iter_lines,
+    make_list,
+    parse_json_object,
+    require,
+    strict_labels,
 )
 from rankrm.errors import DataError
 
@@ -67,7 +78,7 @@ def _read_lines(path: str | Path, log: DropLog, parse: LineParser) -> Items:
 
 
 def unquote_csv(text: str) -> str:
-    '''Strip CSV-style quoting: `"a ""b"" c"` -> `a "b" c` (texts copied verbatim from a CSV).'''
+    """Strip CSV-style quoting: `"a ""b"" c"` -> `a "b" c` (texts copied verbatim from a CSV)."""
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
         return text[1:-1].replace('""', '"')
     return text
@@ -200,8 +211,9 @@ def _walk(root: Any, path: Path, line: int, log: DropLog) -> Iterator[tuple[str,
                 stack.append((f"{where}.replies[{i}]", r, dialogue + [msg]))
 
 
-def _oasst_group(where: str, dialogue: list[Message], children: list[Child], path: Path, line: int,
-                 items: Items) -> RankedList | None:
+def _oasst_group(
+    where: str, dialogue: list[Message], children: list[Child], path: Path, line: int, items: Items
+) -> RankedList | None:
     """The ranked list of a node's assistant replies, or None: fewer than 2, one invalid (already
     reported), or some without a rank (counted as `unranked_groups`)."""
     replies = [(i, r, m) for i, r, m in children if isinstance(r, dict) and r.get("role") == "assistant"]
@@ -248,4 +260,3 @@ FILE_READERS: dict[str, Callable[[str | Path, DropLog], Items]] = {
     "trl_pairs": read_trl_pairs,
     "oasst": read_oasst,
 }
-

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
-Prompt = Union[str, list[Message], None]
+Prompt = str | list[Message] | None
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,17 @@ class ListBatchSampler(Sampler[list[int]]):
         num_replicas, rank: DDP world size and this process's rank.
     """
 
-    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int = 8, max_tokens: int | None = None,
-                 shuffle: bool = True, length_grouping: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[tuple[int, int]],
+        batch_size: int = 8,
+        max_tokens: int | None = None,
+        shuffle: bool = True,
+        length_grouping: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
             raise RankrmError(f"data.batch_size and data.max_tokens must be >= 1, got {batch_size}, {max_tokens}")
         if max_tokens is not None and not length_grouping:
@@ -80,7 +88,7 @@ class ListBatchSampler(Sampler[list[int]]):
     def _chunk(self, order: list[int]) -> list[list[int]]:
         if self.max_tokens is None:
             size = self.n_lists * self.num_replicas  # global batches, sharded in `rank_batches`
-            return [order[s:s + size] for s in range(0, len(order), size)]
+            return [order[s : s + size] for s in range(0, len(order), size)]
         batches: list[list[int]] = []
         cur: list[int] = []
         rows = width = 0
@@ -108,9 +116,9 @@ class ListBatchSampler(Sampler[list[int]]):
         if r == 1 or not batches:
             return batches
         if self.max_tokens is None:  # one global batch per step, cut into r contiguous shards
-            steps = [[b[j * len(b) // r:(j + 1) * len(b) // r] for j in range(r)] for b in batches]
+            steps = [[b[j * len(b) // r : (j + 1) * len(b) // r] for j in range(r)] for b in batches]
         else:  # per-rank token budgets: r consecutive batches per step
-            steps = [batches[s:s + r] for s in range(0, len(batches), r)]
+            steps = [batches[s : s + r] for s in range(0, len(batches), r)]
         pool = [part for step in steps for part in step if part]
         out = []
         for step in steps:

@@ -45,7 +45,7 @@ def carve(items: Items, shares: Mapping[str, float], seed: int) -> Splits:
     start = 0
     for name, share in shares.items():
         n = round(share * len(groups))
-        assign.update((g, name) for g in groups[start:start + n])
+        assign.update((g, name) for g in groups[start : start + n])
         start += n
     out: Splits = {"train": [], **{name: [] for name in shares}}
     for rl, g in zip(items.lists, items.groups):
@@ -70,13 +70,20 @@ def assemble(per_split: Mapping[str, Items | None], fractions: Sequence[float], 
 
 
 def load_files(
-    read: Callable[[str | Path, DropLog], Items], log: DropLog, seed: int, path: str | None = None,
-    train: str | None = None, val: str | None = None, test: str | None = None,
+    read: Callable[[str | Path, DropLog], Items],
+    log: DropLog,
+    seed: int,
+    path: str | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    test: str | None = None,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> tuple[Splits, dict]:
     """Read the configured files with `read` and build the three splits."""
     if bool(path) == bool(train):
-        raise RankrmError("data.source: give either `path` (one file, split by `fractions`) or `train` (+ `val`/`test`)")
+        raise RankrmError(
+            "data.source: give either `path` (one file, split by `fractions`) or `train` (+ `val`/`test`)"
+        )
     per_split = {"train": read(path or train, log)}  # type: ignore[arg-type]
     for name, p in (("val", val), ("test", test)):
         per_split[name] = read(p, log) if p else None

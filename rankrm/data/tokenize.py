@@ -103,8 +103,9 @@ def token_roles(enc: Any, i: int, job: _Job) -> list[int]:
         return [KEEP if s is None else (RESPONSE if s == last else PROMPT) for s in seq]
     p_end, r_end = job.spans
     offs = enc["offset_mapping"][i]
-    return [KEEP if s is None else PROMPT if o[0] < p_end else RESPONSE if o[0] < r_end else KEEP
-            for s, o in zip(seq, offs)]
+    return [
+        KEEP if s is None else PROMPT if o[0] < p_end else RESPONSE if o[0] < r_end else KEEP for s, o in zip(seq, offs)
+    ]
 
 
 def truncate(roles: list[int], max_length: int, side: str) -> list[int] | None:
@@ -114,12 +115,12 @@ def truncate(roles: list[int], max_length: int, side: str) -> list[int] | None:
     prompt = [i for i, r in enumerate(roles) if r == PROMPT]
     resp = [i for i, r in enumerate(roles) if r == RESPONSE]
     n_p = min(excess, len(prompt))
-    drop = set(prompt[:n_p] if side == "left" else prompt[len(prompt) - n_p:])
+    drop = set(prompt[:n_p] if side == "left" else prompt[len(prompt) - n_p :])
     excess -= n_p
     if excess >= len(resp):
         return None
     if excess > 0:
-        drop.update(resp[len(resp) - excess:])
+        drop.update(resp[len(resp) - excess :])
     return [i for i in range(len(roles)) if i not in drop]
 
 
@@ -129,7 +130,9 @@ def effective_max_length(tokenizer: Any, max_length: int | None) -> int | None:
     limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
     if max_length is None or (limit is not None and max_length > limit):
         if max_length is not None:
-            log.warning("data.max_length=%d exceeds the tokenizer's model_max_length %d; using %d", max_length, limit, limit)
+            log.warning(
+                "data.max_length=%d exceeds the tokenizer's model_max_length %d; using %d", max_length, limit, limit
+            )
         return limit
     return max_length
 
@@ -141,8 +144,9 @@ def _run(tokenizer: Any, jobs: list[_Job], want_offsets: bool) -> Any:
     return tokenizer(a, b, add_special_tokens=jobs[0].specials, return_offsets_mapping=want_offsets)
 
 
-def tokenize_jobs(tokenizer: Any, jobs: list[_Job], max_length: int | None, side: str, chunk: int = 2048
-                  ) -> list[tuple[list[int], list[int] | None, bool] | None]:
+def tokenize_jobs(
+    tokenizer: Any, jobs: list[_Job], max_length: int | None, side: str, chunk: int = 2048
+) -> list[tuple[list[int], list[int] | None, bool] | None]:
     """(ids, type_ids, truncated) per job, None if it cannot fit; each text is tokenised once."""
     out: list[Any] = [None] * len(jobs)
     kinds: dict[tuple[bool, bool], list[int]] = {}
@@ -150,7 +154,7 @@ def tokenize_jobs(tokenizer: Any, jobs: list[_Job], max_length: int | None, side
         kinds.setdefault((j.b is not None, j.specials), []).append(n)
     for idx in kinds.values():
         for s in range(0, len(idx), chunk):
-            part = idx[s:s + chunk]
+            part = idx[s : s + chunk]
             pj = [jobs[n] for n in part]
             enc = _run(tokenizer, pj, want_offsets=max_length is not None and any(j.spans for j in pj))
             tt = enc.get("token_type_ids")
@@ -160,18 +164,29 @@ def tokenize_jobs(tokenizer: Any, jobs: list[_Job], max_length: int | None, side
                     keep = truncate(token_roles(enc, i, jobs[n]), max_length, side)
                     if keep is None:
                         continue
-                    ids, types, cut = [ids[t] for t in keep], (None if types is None else [types[t] for t in keep]), True
+                    ids, types, cut = (
+                        [ids[t] for t in keep],
+                        (None if types is None else [types[t] for t in keep]),
+                        True,
+                    )
                 out[n] = (list(ids), None if types is None else list(types), cut)
     return out
 
 
-def encode_lists(tokenizer: Any, lists: list[RankedList], max_length: int | None, overlong: str = "filter",
-                 truncation_side: str = "left") -> tuple[list[EncodedList], dict[str, int]]:
+def encode_lists(
+    tokenizer: Any,
+    lists: list[RankedList],
+    max_length: int | None,
+    overlong: str = "filter",
+    truncation_side: str = "left",
+) -> tuple[list[EncodedList], dict[str, int]]:
     """Tokenise all lists (each response once). Returns the kept lists and counts:
     `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`."""
     if overlong not in ("filter", "truncate") or truncation_side not in ("left", "right"):
-        raise RankrmError(f"data.overlong must be filter|truncate and data.truncation_side left|right, "
-                          f"got {overlong!r}, {truncation_side!r}")
+        raise RankrmError(
+            f"data.overlong must be filter|truncate and data.truncation_side left|right, "
+            f"got {overlong!r}, {truncation_side!r}"
+        )
     if overlong == "truncate" and max_length is not None and not getattr(tokenizer, "is_fast", False):
         raise RankrmError("data.overlong=truncate needs a fast tokenizer (offsets); use overlong=filter")
     jobs = [make_job(tokenizer, rl, r) for rl in lists for r in rl.responses]
@@ -180,7 +195,7 @@ def encode_lists(tokenizer: Any, lists: list[RankedList], max_length: int | None
     counts: Counter[str] = Counter(overlong_filtered=0, truncated_lists=0, truncated_responses=0)
     out, pos = [], 0
     for rl in lists:
-        res, pos = results[pos:pos + rl.k], pos + rl.k
+        res, pos = results[pos : pos + rl.k], pos + rl.k
         too_long = max_length is not None and any(r is None or len(r[0]) > max_length for r in res)
         if too_long or any(r is None for r in res):
             counts["overlong_filtered"] += 1

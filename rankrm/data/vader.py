@@ -43,8 +43,10 @@ SDIST_REQ = "vaderSentiment==3.3.2"
 INNER_TARBALL = "additional_resources/hutto_ICWSM_2014.tar.gz"  # inside the sdist's top folder
 VADER_SHA256 = "d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
 ENV_DIR = "RANKRM_VADER_DIR"
-_HELP = (f"set data.source.data_dir (or ${ENV_DIR}) to a directory holding the *_GroundTruth.txt files "
-         "from hutto_ICWSM_2014.tar.gz (github.com/cjhutto/vaderSentiment, additional_resources/)")
+_HELP = (
+    f"set data.source.data_dir (or ${ENV_DIR}) to a directory holding the *_GroundTruth.txt files "
+    "from hutto_ICWSM_2014.tar.gz (github.com/cjhutto/vaderSentiment, additional_resources/)"
+)
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,9 @@ def fetch(dest: Path) -> Path:
         blob = _inner_tarball(download_sdist(Path(tmp)))
         digest = hashlib.sha256(blob).hexdigest()
         if digest != VADER_SHA256:
-            raise RankrmError(f"hutto_ICWSM_2014.tar.gz has sha256 {digest}, expected {VADER_SHA256}: "
-                              f"refusing it; {_HELP}")
+            raise RankrmError(
+                f"hutto_ICWSM_2014.tar.gz has sha256 {digest}, expected {VADER_SHA256}: refusing it; {_HELP}"
+            )
         stage = Path(tmp) / "vader"
         stage.mkdir()
         with tarfile.open(fileobj=io.BytesIO(blob)) as tf:
@@ -156,7 +159,9 @@ def read_ground_truth(path: Path, domain: str, log: DropLog) -> list[RatedText]:
     return out
 
 
-def split_texts(texts: list[RatedText], fractions: Sequence[float], seed: int, domain: str) -> dict[str, list[RatedText]]:
+def split_texts(
+    texts: list[RatedText], fractions: Sequence[float], seed: int, domain: str
+) -> dict[str, list[RatedText]]:
     """Seeded split of one domain's texts by ID (train/val/test shares = `fractions`)."""
     rng = random.Random(f"{seed}:{domain}:split")  # str seeds are hashed stably (sha512)
     order = sorted(range(len(texts)), key=lambda i: texts[i].id)
@@ -164,7 +169,7 @@ def split_texts(texts: list[RatedText], fractions: Sequence[float], seed: int, d
     total = sum(fractions)
     n_val = round(len(order) * fractions[1] / total)
     n_test = round(len(order) * fractions[2] / total) if len(fractions) > 2 else 0
-    parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
     return {k: [texts[i] for i in sorted(v)] for k, v in parts.items()}
 
 
@@ -180,7 +185,7 @@ def build_lists(texts: list[RatedText], k: int, min_gap: float, seed: int, tag: 
     lists: list[RankedList] = []
     for _ in range(16):  # later rounds add few lists; 16 is past the point of no return
         m = len(pool) // k
-        strata = [pool[s * m:(s + 1) * m] for s in range(k)]
+        strata = [pool[s * m : (s + 1) * m] for s in range(k)]
         for s in strata:
             rng.shuffle(s)
         used: set[int] = set()
@@ -189,8 +194,14 @@ def build_lists(texts: list[RatedText], k: int, min_gap: float, seed: int, tag: 
             if all(b.score - a.score >= min_gap - 1e-9 for a, b in zip(tup, tup[1:])):
                 used.update(id(t) for t in tup)
                 best_first = tup[::-1]
-                lists.append(RankedList(tuple(t.text for t in best_first), tuple(t.score for t in best_first),
-                                        None, best_first[0].source))
+                lists.append(
+                    RankedList(
+                        tuple(t.text for t in best_first),
+                        tuple(t.score for t in best_first),
+                        None,
+                        best_first[0].source,
+                    )
+                )
         if not used:
             break
         pool = [t for t in pool if id(t) not in used]
@@ -198,16 +209,23 @@ def build_lists(texts: list[RatedText], k: int, min_gap: float, seed: int, tag: 
 
 
 def load_vader(
-    log: DropLog, seed: int, data_dir: str | None = None, domains: Sequence[str] = tuple(DOMAINS),
-    holdout_domain: str | None = None, k: int = 4, min_gap: float = 0.5,
+    log: DropLog,
+    seed: int,
+    data_dir: str | None = None,
+    domains: Sequence[str] = tuple(DOMAINS),
+    holdout_domain: str | None = None,
+    k: int = 4,
+    min_gap: float = 0.5,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
 ) -> tuple[dict[str, list[RankedList]], dict]:
     """Read, split by text and build lists. Returns (split -> lists, info for `stats`)."""
     names = list(domains) + ([holdout_domain] if holdout_domain and holdout_domain not in domains else [])
     bad = [d for d in names if d not in DOMAINS]
     if bad or k < 2 or min_gap < 0 or len(fractions) != 3 or min(fractions) < 0:
-        raise RankrmError(f"vader: domains must be among {sorted(DOMAINS)} (got {bad or 'ok'}), "
-                          f"k >= 2 (got {k}), min_gap >= 0 (got {min_gap}), fractions = 3 shares (got {list(fractions)})")
+        raise RankrmError(
+            f"vader: domains must be among {sorted(DOMAINS)} (got {bad or 'ok'}), "
+            f"k >= 2 (got {k}), min_gap >= 0 (got {min_gap}), fractions = 3 shares (got {list(fractions)})"
+        )
     root = locate(data_dir, names)
     seen: set[str] = set()
     dup = 0

@@ -146,25 +146,37 @@ def check_prompt(value: Any, path: Path, line: int, field: str = "prompt") -> Pr
         return value if value.strip() else None
     if isinstance(value, list):
         return check_messages(value, path, line, field)
-    raise RecordError("wrong_type", path, line, field, f"must be a string or a message list, got {type(value).__name__}")
+    raise RecordError(
+        "wrong_type", path, line, field, f"must be a string or a message list, got {type(value).__name__}"
+    )
 
 
 def make_list(
-    responses: Sequence[str], labels: Sequence[float], prompt: Prompt, path: Path, line: int,
+    responses: Sequence[str],
+    labels: Sequence[float],
+    prompt: Prompt,
+    path: Path,
+    line: int,
     field: str = "responses",
 ) -> RankedList:
     """Build a `RankedList` after the list-level checks: K >= 2, labels match, no text twice
     with two different labels (a contradiction; the same text with the same label is allowed)."""
     if len(responses) != len(labels):
-        raise RecordError("length_mismatch", path, line, "scores",
-                          f"has {len(labels)} values for {len(responses)} responses")
+        raise RecordError(
+            "length_mismatch", path, line, "scores", f"has {len(labels)} values for {len(responses)} responses"
+        )
     if len(responses) < 2:
         raise RecordError("k<2", path, line, field, f"has {len(responses)} response(s); a ranked list needs at least 2")
     seen: dict[str, float] = {}
     for i, (text, lab) in enumerate(zip(responses, labels)):
         if text in seen and seen[text] != lab:
-            raise RecordError("duplicate_text", path, line, f"{field}[{i}]",
-                              f"repeats an earlier response with a different rank/label ({seen[text]} vs {lab})")
+            raise RecordError(
+                "duplicate_text",
+                path,
+                line,
+                f"{field}[{i}]",
+                f"repeats an earlier response with a different rank/label ({seen[text]} vs {lab})",
+            )
         seen[text] = lab
     return RankedList(tuple(responses), tuple(float(x) for x in labels), prompt, f"{path}:{line}")
 

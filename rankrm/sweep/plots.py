@@ -10,8 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
@@ -56,8 +56,11 @@ def pareto(study: optuna.Study, done: list[FrozenTrial], objectives: list[Object
     ax.plot([t.values[0] for t in best], [t.values[1] for t in best], "o-", color="C3", label="Pareto front")
     for t in best:
         ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xlabel=f"{objectives[0].metric} ({objectives[0].direction})",
-           ylabel=f"{objectives[1].metric} ({objectives[1].direction})", title="Pareto front")
+    ax.set(
+        xlabel=f"{objectives[0].metric} ({objectives[0].direction})",
+        ylabel=f"{objectives[1].metric} ({objectives[1].direction})",
+        title="Pareto front",
+    )
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -80,8 +83,9 @@ def _param_axis(ax: Any, dist: Any, values: list[Any]) -> list[Any]:
     return values
 
 
-def params_vs_objective(done: list[FrozenTrial], objective: Objective, index: int, params: list[str],
-                        path: Path) -> Path:
+def params_vs_objective(
+    done: list[FrozenTrial], objective: Objective, index: int, params: list[str], path: Path
+) -> Path:
     """One panel per param: the objective of each completed trial against the param's value."""
     shown = params[:MAX_PARAMS]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), squeeze=False, sharey=True)
@@ -89,8 +93,15 @@ def params_vs_objective(done: list[FrozenTrial], objective: Objective, index: in
         having = [t for t in done if name in t.params]  # conditional params are absent in some trials
         if having:
             xs = _param_axis(ax, having[-1].distributions[name], [t.params[name] for t in having])
-            ax.scatter(xs, [t.values[index] for t in having], s=18, c=[t.number for t in having], cmap="viridis",
-                       vmin=0, vmax=max(t.number for t in done))  # one colour scale across panels
+            ax.scatter(
+                xs,
+                [t.values[index] for t in having],
+                s=18,
+                c=[t.number for t in having],
+                cmap="viridis",
+                vmin=0,
+                vmax=max(t.number for t in done),
+            )  # one colour scale across panels
         ax.set(xlabel=name)
     axes[0][0].set_ylabel(objective.metric)
     fig.suptitle(f"{objective.metric} vs params (colour: trial number)", fontsize=10)

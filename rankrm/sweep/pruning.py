@@ -39,9 +39,12 @@ class OptunaPruning(pl.Callback):
         if self._trial is None:
             storage = open_storage(self.storage_url)
             # The sampler is never used here; RandomSampler keeps Trial() from doing sampler work.
-            study = optuna.load_study(study_name=self.study_name, storage=storage,
-                                      sampler=optuna.samplers.RandomSampler(),
-                                      pruner=build_pruner(None))
+            study = optuna.load_study(
+                study_name=self.study_name,
+                storage=storage,
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=build_pruner(None),
+            )
             study.pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial
@@ -60,8 +63,7 @@ class OptunaPruning(pl.Callback):
         if not trial.should_prune():
             return False
         trial.set_user_attr(PRUNED_ATTR, step)
-        log.info("optuna pruning: trial %d pruned at step %d (%s=%.4f)", trial.number, step,
-                 self.monitor, float(value))
+        log.info("optuna pruning: trial %d pruned at step %d (%s=%.4f)", trial.number, step, self.monitor, float(value))
         return True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:

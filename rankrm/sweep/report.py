@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shlex
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -79,8 +80,17 @@ def _trials_table(study: optuna.Study, objectives: list[Objective], params: list
     header = ["#", "state", *params, *metrics, "time (s)", "note"]
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
-    rows = [[t.number, t.state.name, *(t.params.get(p) for p in params), *(_metric(t, m) for m in metrics),
-             _seconds(t), _note(t, again)] for t in trials]
+    rows = [
+        [
+            t.number,
+            t.state.name,
+            *(t.params.get(p) for p in params),
+            *(_metric(t, m) for m in metrics),
+            _seconds(t),
+            _note(t, again),
+        ]
+        for t in trials
+    ]
     return _table(header, rows)
 
 
@@ -88,11 +98,13 @@ def _front(study: optuna.Study, objectives: list[Objective], params: list[str]) 
     best = study.best_trials  # the Pareto front; for one objective, the best trial(s)
     if not best:
         return ["No completed trial yet."]
-    lead = (f"{len(best)} trial(s) that no other trial beats on every objective." if len(objectives) > 1
-            else f"{len(best)} trial(s) with the best value.")
+    lead = (
+        f"{len(best)} trial(s) that no other trial beats on every objective."
+        if len(objectives) > 1
+        else f"{len(best)} trial(s) with the best value."
+    )
     rows = [[t.number, *t.values, *(t.params.get(p) for p in params)] for t in sorted(best, key=lambda t: t.number)]
-    return [lead, ""] + _table(
-        ["#", *(o.metric for o in objectives), *params], rows)
+    return [lead, ""] + _table(["#", *(o.metric for o in objectives), *params], rows)
 
 
 def _best_per_objective(study: optuna.Study, objectives: list[Objective]) -> list[str]:
@@ -129,8 +141,11 @@ def importances(study: optuna.Study, index: int) -> tuple[dict[str, float], str 
 
 
 def _importance_section(study: optuna.Study, objectives: list[Objective]) -> list[str]:
-    out = ["PED-ANOVA (Optuna's default): how differently each param is distributed in the top trials "
-           "than in all completed trials; a conditional param counts only where it was sampled.", ""]
+    out = [
+        "PED-ANOVA (Optuna's default): how differently each param is distributed in the top trials "
+        "than in all completed trials; a conditional param counts only where it was sampled.",
+        "",
+    ]
     for i, o in enumerate(objectives):
         imp, why = importances(study, i)
         out += [f"### {o.metric}", ""]
@@ -141,7 +156,7 @@ def _importance_section(study: optuna.Study, objectives: list[Objective]) -> lis
 
 def _dashboard_arg(url: str) -> str:
     """optuna-dashboard takes RDB URLs as they are and a journal file by its path."""
-    return url[len("journal:"):] if url.startswith("journal:") else url
+    return url[len("journal:") :] if url.startswith("journal:") else url
 
 
 def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objective], storage: str) -> Path:
@@ -153,14 +168,31 @@ def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objectiv
     pruner = study.user_attrs.get(PRUNER_ATTR, {}).get("name", "none")
     params = param_names(study)
     figures = write_figures(study, objectives, params, sweep_dir / "figures")
-    lines = [f"# Sweep `{study.study_name}`", "",
-             f"- objectives: {', '.join(f'`{o.metric}` ({o.direction})' for o in objectives)}",
-             f"- trials: {len(trials)} ({', '.join(f'{k.lower()} {v}' for k, v in states.items())})",
-             f"- pruner: {pruner}" + (" (multi-objective: Optuna cannot prune)" if len(objectives) > 1 else ""),
-             f"- storage: `{storage}` (browse: `optuna-dashboard {_dashboard_arg(storage)}`)", "",
-             "## Trials", "", *_trials_table(study, objectives, params), "",
-             "## Pareto front" if len(objectives) > 1 else "## Best trial", "", *_front(study, objectives, params), "",
-             "## Best params per objective", "", *_best_per_objective(study, objectives),
-             "## Parameter importances", "", *_importance_section(study, objectives),
-             "## Figures", "", *(f"![{p.stem}](figures/{p.name})" for p in figures), ""]
+    lines = [
+        f"# Sweep `{study.study_name}`",
+        "",
+        f"- objectives: {', '.join(f'`{o.metric}` ({o.direction})' for o in objectives)}",
+        f"- trials: {len(trials)} ({', '.join(f'{k.lower()} {v}' for k, v in states.items())})",
+        f"- pruner: {pruner}" + (" (multi-objective: Optuna cannot prune)" if len(objectives) > 1 else ""),
+        f"- storage: `{storage}` (browse: `optuna-dashboard {_dashboard_arg(storage)}`)",
+        "",
+        "## Trials",
+        "",
+        *_trials_table(study, objectives, params),
+        "",
+        "## Pareto front" if len(objectives) > 1 else "## Best trial",
+        "",
+        *_front(study, objectives, params),
+        "",
+        "## Best params per objective",
+        "",
+        *_best_per_objective(study, objectives),
+        "## Parameter importances",
+        "",
+        *_importance_section(study, objectives),
+        "## Figures",
+        "",
+        *(f"![{p.stem}](figures/{p.name})" for p in figures),
+        "",
+    ]
     return atomic_write_text(sweep_dir / "report.md", "\n".join(lines))

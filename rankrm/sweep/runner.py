@@ -27,10 +27,29 @@ from optuna.trial import TrialState
 from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.sweep.space import Objective, hydra_value, override_key, parse_objectives, parse_space, sample, to_overrides
-from rankrm.sweep.study import (PRUNED_ATTR, PRUNER_ATTR, budget_left, build_pruner, build_sampler, load_study,
-                                open_storage, open_study, recover_dead_trials, requeue, storage_url, worker_token)
-from rankrm.sweep.trial import (Outcome, default_command, die_with_parent, drop_checkpoints, objective_values,
-                                run_child, summary_attrs)
+from rankrm.sweep.study import (
+    PRUNED_ATTR,
+    PRUNER_ATTR,
+    budget_left,
+    build_pruner,
+    build_sampler,
+    load_study,
+    open_storage,
+    open_study,
+    recover_dead_trials,
+    requeue,
+    storage_url,
+    worker_token,
+)
+from rankrm.sweep.trial import (
+    Outcome,
+    default_command,
+    die_with_parent,
+    drop_checkpoints,
+    objective_values,
+    run_child,
+    summary_attrs,
+)
 
 log = logging.getLogger("rankrm.sweep")
 
@@ -65,11 +84,18 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = cfg.get("threads_per_trial") or max(1, cores // int(cfg["workers"]))
     sweep_dir = Path(cfg["dir"]).resolve()
-    return dict(cfg, objectives=objectives, space=space, fixed=fixed, model_overrides=model, pruning=pruning,
-                sweep_dir=sweep_dir,
-                threads=None if "threads" in keys | {p.name for p in space} else int(threads),
-                url=storage_url(cfg.get("storage"), sweep_dir),
-                command=[str(c) for c in cfg.get("command") or default_command()])
+    return dict(
+        cfg,
+        objectives=objectives,
+        space=space,
+        fixed=fixed,
+        model_overrides=model,
+        pruning=pruning,
+        sweep_dir=sweep_dir,
+        threads=None if "threads" in keys | {p.name for p in space} else int(threads),
+        url=storage_url(cfg.get("storage"), sweep_dir),
+        command=[str(c) for c in cfg.get("command") or default_command()],
+    )
 
 
 def _child_command(s: dict[str, Any], trial: optuna.Trial, params: dict[str, Any], trial_dir: Path) -> list[str]:
@@ -81,9 +107,13 @@ def _child_command(s: dict[str, Any], trial: optuna.Trial, params: dict[str, Any
     cmd.append(f"hydra.run.dir={hydra_value(str(trial_dir))}")
     if s["pruning"]:
         cb = "+callbacks.optuna_pruning"
-        cmd += [f"{cb}._target_=rankrm.sweep.pruning.OptunaPruning", f"{cb}.storage={hydra_value(s['url'])}",
-                f"{cb}.study_name={hydra_value(s['study_name'])}", f"{cb}.trial_id={trial._trial_id}",
-                f"{cb}.monitor={hydra_value(s['objectives'][0].metric)}"]
+        cmd += [
+            f"{cb}._target_=rankrm.sweep.pruning.OptunaPruning",
+            f"{cb}.storage={hydra_value(s['url'])}",
+            f"{cb}.study_name={hydra_value(s['study_name'])}",
+            f"{cb}.trial_id={trial._trial_id}",
+            f"{cb}.monitor={hydra_value(s['objectives'][0].metric)}",
+        ]
     return cmd
 
 
@@ -143,8 +173,11 @@ def run_worker(s: dict[str, Any], index: int = 0) -> int:
     """Ask-run-tell until the study holds n_trials finished/running trials; returns trials run here."""
     if multiprocessing.parent_process() is not None:  # a spawned worker: no Hydra logging here
         die_with_parent()
-        logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][worker {index}][%(levelname)s] %(message)s",
-                            handlers=[logging.StreamHandler(), logging.FileHandler(s["sweep_dir"] / "sweep.log")])
+        logging.basicConfig(
+            level=logging.INFO,
+            format=f"[%(asctime)s][worker {index}][%(levelname)s] %(message)s",
+            handlers=[logging.StreamHandler(), logging.FileHandler(s["sweep_dir"] / "sweep.log")],
+        )
     if threading.current_thread() is not threading.main_thread():
         return _work(s, index)  # signal handlers can only be set from the main thread
     previous = signal.signal(signal.SIGTERM, _sigterm)
@@ -156,9 +189,12 @@ def run_worker(s: dict[str, Any], index: int = 0) -> int:
 
 def _work(s: dict[str, Any], index: int) -> int:
     """The worker loop: re-queue dead trials, check the budget, ask, run, tell."""
-    study = optuna.load_study(study_name=s["study_name"], storage=open_storage(s["url"], s["heartbeat_s"]),
-                              sampler=build_sampler(s["sampler"], int(s["seed"])),
-                              pruner=build_pruner(s["pruner"] if s["pruning"] else None))
+    study = optuna.load_study(
+        study_name=s["study_name"],
+        storage=open_storage(s["url"], s["heartbeat_s"]),
+        sampler=build_sampler(s["sampler"], int(s["seed"])),
+        pruner=build_pruner(s["pruner"] if s["pruning"] else None),
+    )
     done = 0
     log.info("worker %d (pid %d) joined study %r", index, os.getpid(), s["study_name"])
     while True:
@@ -202,7 +238,7 @@ def sweep(cfg: dict[str, Any]) -> int:
 
     s = _settings(cfg)
     if s["report_only"]:
-        db = Path(s["url"][len("sqlite:///"):])
+        db = Path(s["url"][len("sqlite:///") :])
         if s["url"].startswith("sqlite:///") and not db.is_file():
             raise RankrmError(f"no sweep storage at {db}: run the sweep first (or pass dir=/storage=)")
         study = load_study(open_storage(s["url"]), s["study_name"])
@@ -210,20 +246,31 @@ def sweep(cfg: dict[str, Any]) -> int:
         return 0
     s["sweep_dir"].mkdir(parents=True, exist_ok=True)
     storage = open_storage(s["url"], s["heartbeat_s"])
-    study = open_study(storage, s["study_name"], [o.direction for o in s["objectives"]],
-                       build_pruner(s["pruner"] if s["pruning"] else None))
+    study = open_study(
+        storage,
+        s["study_name"],
+        [o.direction for o in s["objectives"]],
+        build_pruner(s["pruner"] if s["pruning"] else None),
+    )
     metrics = [o.metric for o in s["objectives"]]
     if study.user_attrs.get("objectives", metrics) != metrics:
-        raise RankrmError(f"study {s['study_name']!r} was run with objectives {study.user_attrs['objectives']}, "
-                          f"the config asks for {metrics}: use another study_name/dir or restore them")
+        raise RankrmError(
+            f"study {s['study_name']!r} was run with objectives {study.user_attrs['objectives']}, "
+            f"the config asks for {metrics}: use another study_name/dir or restore them"
+        )
     study.set_user_attr("objectives", metrics)
     study.set_user_attr(PRUNER_ATTR, dict(s["pruner"]) if s["pruning"] else {"name": "none"})
     if not study.get_trials(deepcopy=False):
         for params in s.get("enqueue") or []:
             study.enqueue_trial(dict(params), skip_if_exists=True)
     recover_dead_trials(study)
-    log.info("study %r in %s: %d trial(s) stored, %d to go", s["study_name"], s["url"],
-             len(study.get_trials(deepcopy=False)), max(0, budget_left(study, int(s["n_trials"]))))
+    log.info(
+        "study %r in %s: %d trial(s) stored, %d to go",
+        s["study_name"],
+        s["url"],
+        len(study.get_trials(deepcopy=False)),
+        max(0, budget_left(study, int(s["n_trials"]))),
+    )
     if s["workers"] == 1:
         run_worker(s)
     else:
@@ -234,8 +281,6 @@ def sweep(cfg: dict[str, Any]) -> int:
         print(f"rankrm: error: no trial completed; see {s['sweep_dir']}/trials/*/stderr.txt", file=sys.stderr)
         return 1
     return 0
-
-
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from rankrm.errors import RankrmError
 
@@ -44,7 +45,7 @@ class Param:
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str     # "val/pair_acc" -> metrics.json["val"]["pair_acc"]; "wall_time_s" -> top level
+    metric: str  # "val/pair_acc" -> metrics.json["val"]["pair_acc"]; "wall_time_s" -> top level
     direction: str  # "maximize" | "minimize"
 
 
@@ -115,11 +116,17 @@ def sample(trial: Any, space: list[Param]) -> dict[str, Value]:
         if p.type == "choice":
             chosen[p.name] = trial.suggest_categorical(p.name, p.spec["choices"])
         elif p.type == "int":
-            chosen[p.name] = trial.suggest_int(p.name, p.spec["low"], p.spec["high"],
-                                               step=p.spec.get("step") or 1, log=bool(p.spec.get("log")))
+            chosen[p.name] = trial.suggest_int(
+                p.name, p.spec["low"], p.spec["high"], step=p.spec.get("step") or 1, log=bool(p.spec.get("log"))
+            )
         else:
-            chosen[p.name] = trial.suggest_float(p.name, float(p.spec["low"]), float(p.spec["high"]),
-                                                 step=p.spec.get("step"), log=bool(p.spec.get("log")))
+            chosen[p.name] = trial.suggest_float(
+                p.name,
+                float(p.spec["low"]),
+                float(p.spec["high"]),
+                step=p.spec.get("step"),
+                log=bool(p.spec.get("log")),
+            )
     return chosen
 
 

@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -37,18 +38,24 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
     postgresql, mysql). RDB storages get a heartbeat: a RUNNING trial whose worker stopped beating
     for 4 * heartbeat_s (another host crashed) is failed and re-queued by the next worker that asks."""
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):]).expanduser()
+        path = Path(url[len("journal:") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {}
     if heartbeat_s:
         # Optuna < 4.9 names the callback argument failed_trial_callback.
-        arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
-               in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
-        kwargs = {"heartbeat_interval": int(heartbeat_s), "grace_period": 4 * int(heartbeat_s),
-                  arg: lambda study, t: requeue(study, t, "no heartbeat")}
+        arg = (
+            "heartbeat_stale_trial_callback"
+            if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+            else "failed_trial_callback"
+        )
+        kwargs = {
+            "heartbeat_interval": int(heartbeat_s),
+            "grace_period": 4 * int(heartbeat_s),
+            arg: lambda study, t: requeue(study, t, "no heartbeat"),
+        }
     # sqlite: wait for the file lock instead of failing when several workers write at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     try:
@@ -59,8 +66,9 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.Ba
         raise RankrmError(f"cannot open Optuna storage {url!r}: {e}") from e
 
 
-def _build_named(kind: str, spec: Mapping[str, Any] | None, default: str, registry: Mapping[str, Any],
-                 **extra: Any) -> Any:
+def _build_named(
+    kind: str, spec: Mapping[str, Any] | None, default: str, registry: Mapping[str, Any], **extra: Any
+) -> Any:
     """`{name: <key of registry>, kwargs: {...}}` -> registry[name](**extra, **kwargs); a bad name or
     kwarg names the config key (`<kind>.name` / `<kind>.kwargs`)."""
     spec = dict(spec or {})
@@ -77,31 +85,53 @@ def _build_named(kind: str, spec: Mapping[str, Any] | None, default: str, regist
 
 def build_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
     """`{name: median | hyperband | none, kwargs: {...}}` -> an Optuna pruner."""
-    return _build_named("pruner", spec, "none", {"median": optuna.pruners.MedianPruner,
-                                                  "hyperband": optuna.pruners.HyperbandPruner,
-                                                  # kwargs left over from the defaults do not apply to none
-                                                  "none": lambda **_: optuna.pruners.NopPruner()})
+    return _build_named(
+        "pruner",
+        spec,
+        "none",
+        {
+            "median": optuna.pruners.MedianPruner,
+            "hyperband": optuna.pruners.HyperbandPruner,
+            # kwargs left over from the defaults do not apply to none
+            "none": lambda **_: optuna.pruners.NopPruner(),
+        },
+    )
 
 
 def build_sampler(spec: Mapping[str, Any] | None, seed: int) -> optuna.samplers.BaseSampler:
     """`{name: tpe | nsga2 | random, kwargs: {...}}` -> a sampler seeded with `seed`."""
-    return _build_named("sampler", spec, "tpe", {"tpe": optuna.samplers.TPESampler,
-                                                 "nsga2": optuna.samplers.NSGAIISampler,
-                                                 "random": optuna.samplers.RandomSampler}, seed=seed)
+    return _build_named(
+        "sampler",
+        spec,
+        "tpe",
+        {
+            "tpe": optuna.samplers.TPESampler,
+            "nsga2": optuna.samplers.NSGAIISampler,
+            "random": optuna.samplers.RandomSampler,
+        },
+        seed=seed,
+    )
 
 
-def open_study(storage: optuna.storages.BaseStorage, name: str, directions: list[str],
-               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    directions: list[str],
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
     """Create the study or join the existing one; its directions must match the config's."""
     try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=directions,
-                                    pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=directions, pruner=pruner, load_if_exists=True
+        )
     except optuna.exceptions.DuplicatedStudyError:  # created by another worker between check and insert
         study = optuna.load_study(storage=storage, study_name=name, pruner=pruner)
     have = [d.name.lower() for d in study.directions]
     if have != directions:
-        raise RankrmError(f"study {name!r} already exists with directions {have}, the config asks for "
-                          f"{directions}: change study_name (or dir) or restore the objectives")
+        raise RankrmError(
+            f"study {name!r} already exists with directions {have}, the config asks for "
+            f"{directions}: change study_name (or dir) or restore the objectives"
+        )
     return study
 
 

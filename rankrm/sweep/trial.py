@@ -17,9 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rankrm.sweep.space import Objective, metric_value
 
@@ -44,15 +45,20 @@ def default_command() -> list[str]:
 class Outcome:
     """What a finished child left behind."""
 
-    exit_code: int | None                       # None: killed by the worker (timeout)
+    exit_code: int | None  # None: killed by the worker (timeout)
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json, {} if absent
-    error: str | None = None                    # last stderr lines when the run failed
+    error: str | None = None  # last stderr lines when the run failed
     seconds: float = 0.0
 
 
-def run_child(cmd: Sequence[str], trial_dir: Path, timeout_s: float | None = None,
-              beat: Callable[[], None] | None = None, beat_every_s: float = 30.0,
-              tail_lines: int = 20) -> Outcome:
+def run_child(
+    cmd: Sequence[str],
+    trial_dir: Path,
+    timeout_s: float | None = None,
+    beat: Callable[[], None] | None = None,
+    beat_every_s: float = 30.0,
+    tail_lines: int = 20,
+) -> Outcome:
     """Run `cmd` with stdout/stderr in `trial_dir`; call `beat()` every `beat_every_s` while it runs.
     On KeyboardInterrupt/SystemExit in the worker the child is terminated and the exception re-raised."""
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -60,8 +66,13 @@ def run_child(cmd: Sequence[str], trial_dir: Path, timeout_s: float | None = Non
     (trial_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(trial_dir / "stdout.txt", "wb") as out, open(trial_dir / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                preexec_fn=die_with_parent if os.name == "posix" else None)
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if os.name == "posix" else None,
+        )
         try:
             code = _wait(proc, start, timeout_s, beat, beat_every_s)
         except BaseException:
@@ -77,8 +88,9 @@ def run_child(cmd: Sequence[str], trial_dir: Path, timeout_s: float | None = Non
     return Outcome(code, metrics, error, seconds)
 
 
-def _wait(proc: subprocess.Popen, start: float, timeout_s: float | None,
-          beat: Callable[[], None] | None, beat_every_s: float) -> int | None:
+def _wait(
+    proc: subprocess.Popen, start: float, timeout_s: float | None, beat: Callable[[], None] | None, beat_every_s: float
+) -> int | None:
     """Poll the child; None means it hit the timeout and was stopped."""
     last_beat = time.monotonic()
     if beat is not None:
@@ -126,8 +138,9 @@ def tail(path: Path, n: int, max_chars: int = 4000) -> str:
             text = f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
-    lines = [ln.rstrip() for ln in text.replace("\r", "\n").splitlines()
-             if ln.strip() and not ln.startswith(_HYDRA_HINT)]
+    lines = [
+        ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith(_HYDRA_HINT)
+    ]
     return "\n".join(lines[-n:])[-max_chars:]
 
 
