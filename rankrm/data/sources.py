@@ -93,7 +93,7 @@ def hf_inputs(
 class SourceKind:
     """One entry of the source registry: a row source (`inputs`) or a builder of its own lists (`build`).
 
-    The parameters with defaults of `inputs` (plus `carve`'s `fractions`) or of `build` are the
+    The parameters with defaults of `inputs` (plus `splits.assemble`'s `fractions`) or of `build` are the
     source's `data.source` options.
     """
 
