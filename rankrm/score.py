@@ -11,7 +11,8 @@ not be folded into the head (decoders) is applied from `config.rankrm_reward_mea
 Output: one `score<TAB>text` line per text in input order, or best first with `--rank`.
 With `--jsonl`, every input line `{"prompt"?, "responses": [...], ...}` is written back with
 `"rewards": [...]` added (and `"ranking"`: response indices best first, with `--rank`);
-other fields, e.g. human `scores`, are kept.
+other fields, e.g. human `scores`, are kept. The file is read as training reads the `list`
+format, in the container its suffix names (`.jsonl`, or a `.json` array).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 
 import torch
 
-from rankrm.data.records import Prompt, RankedList
-from rankrm.errors import RankrmError, exit_on_user_error
+from rankrm.data.records import RankedList
+from rankrm.errors import DataError, RankrmError, exit_on_user_error
 
 
 def load_exported(model_dir: str | Path) -> tuple[Any, Any]:
@@ -86,31 +87,19 @@ def score_lists(
 
 
 def _read_jsonl(path: str) -> tuple[list[dict[str, Any]], list[RankedList]]:
-    """Input objects and their lists; a bad line is a DataError with file, line and field."""
-    from rankrm.data.validate import (
-        DropLog,
-        check_file,
-        check_list,
-        check_prompt,
-        check_text,
-        iter_lines,
-        parse_json_object,
-        require,
-    )
+    """Input objects and their lists (any container the suffix names; `prompt`/`responses` read as
+    the `list` format reads them); a bad line is a DataError with file, line and field."""
+    from rankrm.data.containers import read_rows
+    from rankrm.data.formats import list_texts
+    from rankrm.data.validate import DropLog
 
-    p = check_file(path)
     objs, lists = [], []
-    for line, text in iter_lines(p, DropLog()):
-        obj = parse_json_object(text, p, line)
-        raw = check_list(require(obj, "responses", p, line), p, line, "responses")
-        if not raw:
-            raise RankrmError(f"{p}:{line}: field 'responses' is empty")
-        responses = tuple(check_text(r, p, line, f"responses[{i}]") for i, r in enumerate(raw))
-        prompt: Prompt = check_prompt(obj.get("prompt"), p, line)
+    for where, line, obj in read_rows(path, DropLog()):
+        prompt, responses = list_texts(obj, where, line)
+        if not responses:
+            raise DataError(where, line, "responses", "is empty")
         objs.append(obj)
-        lists.append(RankedList(responses, tuple(0.0 for _ in responses), prompt, f"{p}:{line}"))
-    if not lists:
-        raise RankrmError(f"{p} contains no records")
+        lists.append(RankedList(tuple(responses), tuple(0.0 for _ in responses), prompt, f"{where}:{line}"))
     return objs, lists
 
 

@@ -4,7 +4,7 @@ The runner builds it with `hydra.utils.instantiate(cfg.data, tokenizer=tokenizer
 `setup()` does all the work once (later calls return at once, so fit and test share it) and
 fills `stats`, a JSON-serialisable dict for metrics.json:
 
-  reader, seed, max_length, batching        what was configured
+  reader, format, seed, max_length, batching   what was configured (format: the parser of a row source)
   dropped_invalid {reason: n}               records dropped by `skip_invalid` (all files)
   source {...}                              reader facts (e.g. VADER texts per split, OASST unranked groups)
   train / val / test:
@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader
 
 from rankrm.data.collate import RankCollator, padding_counts
 from rankrm.data.sampler import ListBatchSampler
-from rankrm.data.sources import SPLITS, SourceData, describe, read_source
+from rankrm.data.sources import SourceData, describe, read_source, resolve
+from rankrm.data.splits import SPLITS
 from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
 from rankrm.data.validate import all_tied
 from rankrm.errors import RankrmError
@@ -116,12 +117,8 @@ class RankDataModule(pl.LightningDataModule):
         self.stats: dict[str, Any] = {}
 
     def prepare_data(self) -> None:
-        """Runs on one process per node before `setup`: fetch VADER into the cache if needed."""
-        if self.source.get("reader") == "vader":
-            from rankrm.data.vader import DOMAINS, locate
-
-            names = [*(self.source.get("domains") or DOMAINS), self.source.get("holdout_domain")]
-            locate(self.source.get("data_dir"), [d for d in names if d in DOMAINS])  # bad names: setup says so
+        """Runs on one process per node before `setup`: the source's prepare hook (e.g. a VADER fetch)."""
+        resolve(self.source).prepare()
 
     def _limit(self, lists: list, split: str) -> list:
         """A seeded subset of at most `limit_<split>` lists, in their original order."""
@@ -175,6 +172,7 @@ class RankDataModule(pl.LightningDataModule):
         max_len = effective_max_length(self.tokenizer, self.max_length)
         stats: dict[str, Any] = {
             "reader": self.source.get("reader"),
+            "format": read.format,
             "seed": self.seed,
             "max_length": max_len,
             "batching": {
