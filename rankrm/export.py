@@ -42,6 +42,7 @@ from torch import nn
 
 import rankrm
 from rankrm.errors import RankrmError
+from rankrm.freeze import merge_lora
 from rankrm.model import RewardModel
 
 # HF head attribute per exportable pooling
@@ -72,7 +73,7 @@ def export_model(model: RewardModel, tokenizer: Any, out_dir: str | os.PathLike)
     if out.exists() and not (out / "rankrm.json").is_file() and any(out.iterdir()):
         raise RankrmError(f"{out} exists and is not a rankrm export: refusing to overwrite it")
     source = copy.deepcopy(model) if model.has_lora else model
-    source.merge_lora()
+    source.backbone = merge_lora(source.backbone)
     clf = to_hf_classifier(source, tokenizer)
     _verify(source, clf, tokenizer)
     out.parent.mkdir(parents=True, exist_ok=True)

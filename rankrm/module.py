@@ -45,7 +45,6 @@ class RankRMModule(pl.LightningModule):
         # from_pretrained returns eval mode and Lightning never calls train(): without this a pretrained
         # backbone would train with dropout silently off (backbone.dropout=0.0 turns it off on purpose).
         self.model = model.train()
-        self.loss_name = loss_name
         self.loss = loss_fn(loss_name)
         self.loss_kwargs = dict(loss_kwargs or {})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

@@ -14,8 +14,10 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from rankrm import CONF_DIR, backbones
+from rankrm import CONF_DIR
 from rankrm.backbones import DEFAULTS, backbone_config, build_reward_model, load_tokenizer, resolve_name_or_path
+from rankrm.convert import gguf
+from rankrm.convert.cache import cached_dir
 from rankrm.errors import RankrmError
 
 CONF = CONF_DIR / "backbone"
@@ -139,21 +141,39 @@ def test_gguf_cache_is_atomic_and_reused(tmp_path: Path, monkeypatch: pytest.Mon
         (out / "partial.bin").write_bytes(b"x")
         raise RuntimeError("killed mid-conversion")
 
-    monkeypatch.setattr(backbones, "_convert_gguf", failing)
+    monkeypatch.setattr(gguf, "_convert_gguf", failing)
     with pytest.raises(RuntimeError):
-        backbones.gguf_to_cache(tmp_path, "m.gguf")
+        gguf.gguf_to_cache(tmp_path, "m.gguf")
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written is left
 
     def working(src: Path, name: str, out: Path) -> None:
         calls.append(name)
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(backbones, "_convert_gguf", working)
-    first = backbones.gguf_to_cache(tmp_path, "m.gguf")
-    again = backbones.gguf_to_cache(tmp_path, "m.gguf")
+    monkeypatch.setattr(gguf, "_convert_gguf", working)
+    first = gguf.gguf_to_cache(tmp_path, "m.gguf")
+    again = gguf.gguf_to_cache(tmp_path, "m.gguf")
     assert first == again and calls == ["m.gguf"] and Path(first).name.startswith("m-")
     with pytest.raises(RankrmError, match="no such file"):
-        backbones.gguf_to_cache(tmp_path, "other.gguf")
+        gguf.gguf_to_cache(tmp_path, "other.gguf")
+
+
+def test_conversion_cache_keeps_the_entry_another_process_finished_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKRM_CACHE_DIR", str(tmp_path))
+
+    def racing(out: Path) -> None:  # while this process converts, another one publishes the same entry
+        (out / "config.json").write_text('{"mine": true}')
+        other = next(p for p in tmp_path.iterdir() if p.name.startswith(".")).name.split(".")[1]
+        (tmp_path / other).mkdir()
+        (tmp_path / other / "config.json").write_text('{"theirs": true}')
+
+    entry = cached_dir("Some Model.Q4", "key", racing, what="test")
+    assert entry.name.startswith("some-model-q4-")
+    assert json.loads((entry / "config.json").read_text()) == {"theirs": True}
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name]  # our temp copy is gone
+    assert cached_dir("Some Model.Q4", "key", lambda out: pytest.fail("converted twice"), what="test") == entry
 
 
 @pytest.mark.slow
