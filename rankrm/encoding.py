@@ -1,50 +1,80 @@
 """How a batch of N sequences goes through the backbone: one strategy per `Encoding`, chosen by config.
 
 The model knows how to score one padded block (`RewardModel.score_block`: (n, T) -> (n,), backbone +
-pooling + head); a strategy decides which blocks a batch of N sequences becomes and puts the scores
-back in input order. Padding is masked, so every strategy gives the same scores; what differs is the
-compute spent on padded cells.
+pooling + head) and one set of packed rows (`score_packed`); a strategy decides which blocks or rows a
+batch of N sequences becomes, puts the scores back in input order and says how many cells the backbone
+ran over (`Tokens`: real tokens and padded slots, counted per epoch in metrics.json). Padding is masked,
+so every strategy gives the same scores; what differs is the compute spent on padded and repeated cells.
 
 - `Padded`: the whole (N, T) batch in one block (`backbone.length_buckets: 1`).
 - `Bucketed`: at most `length_buckets` blocks of similar length, each cut to its own longest row
   (`length_chunks`). The responses of one list differ in length, which batching whole lists cannot fix.
+- `Packed` (`backbone.packing: lists | shared_prompt`, `rankrm.packing`): the sequences concatenated into
+  rows with a block mask, positions restarting per sequence; `shared_prompt` also stores each list's
+  prompt once (decoders). Packing replaces bucketing (a packed batch has no padding to bucket).
 
-Packed encodings (`backbone.packing`, issue 18: sequences concatenated into rows with a block mask)
-belong here as further strategies, chosen in `make_encoding` beside these two. They need more of the
-model than one padded block (a backbone call with their own mask and positions, then pooling and head
-per sequence): `BlockScorer` is where that interface gets named. A strategy must keep the order in
-which the model draws dropout masks if the same seed is to give the same run.
+A strategy must keep the order in which the model draws dropout masks if the same seed is to give the
+same run: packed rows have other shapes than padded blocks, so with dropout on a packed run draws other
+masks (with dropout off, `packing` gives the same run as `none`, up to float rounding).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
+
+from rankrm.packing import Lists, PackedRows, kernel_for, pack
 
 
 class BlockScorer(Protocol):
     """What a strategy needs from the model."""
 
+    causal: bool  # decoder attention (a token sees only earlier ones)
+    attn_implementation: str | None  # transformers' attention kernel (packing builds its mask for it)
+    dtype: torch.dtype
+
     def score_block(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
         """Raw scores (n,) of one padded block (n, T)."""
         ...
 
+    def score_packed(self, rows: PackedRows) -> Tensor:
+        """Raw scores (N,) of the sequences packed into `rows`."""
+        ...
+
+
+class Tokens(NamedTuple):
+    """Cells the backbone ran over for one batch: tokens (a shared prompt counts once) and padded slots."""
+
+    real: Tensor | int
+    padded: Tensor | int
+
 
 class Encoding(Protocol):
-    """A strategy: input ids, attention mask, token types (or None), all (N, T) -> raw scores (N,) in input order."""
+    """A strategy: input ids, attention mask, token types (or None), all (N, T), and which rows form one list
+    (None: each row its own) -> raw scores (N,) in input order, and the cells encoded."""
 
-    def __call__(self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None) -> Tensor: ...
+    def __call__(
+        self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None, lists: Lists | None = None
+    ) -> tuple[Tensor, Tokens]: ...
+
+
+def block_tokens(mask: Tensor) -> Tokens:
+    """Real and padded cells of one padded block (tensors: no device sync)."""
+    real = mask.sum()
+    return Tokens(real, mask.numel() - real)
 
 
 @dataclass(frozen=True)
 class Padded:
     """The batch as one padded block: one backbone call."""
 
-    def __call__(self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None) -> Tensor:
-        return model.score_block(ids, mask, types)
+    def __call__(
+        self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None, lists: Lists | None = None
+    ) -> tuple[Tensor, Tokens]:
+        return model.score_block(ids, mask, types), block_tokens(mask)
 
 
 @dataclass(frozen=True)
@@ -66,21 +96,48 @@ class Bucketed:
         """Row indices of each block, shortest first (the padding a batch keeps: scripts/bench_buckets.py)."""
         return length_chunks(lengths, self.buckets) if self.splits(len(lengths)) else [lengths.argsort(stable=True)]
 
-    def __call__(self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None) -> Tensor:
+    def __call__(
+        self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None, lists: Lists | None = None
+    ) -> tuple[Tensor, Tokens]:
         if not self.splits(len(ids)):  # one block, as Padded (no reordering, no column cut)
-            return model.score_block(ids, mask, types)
+            return model.score_block(ids, mask, types), block_tokens(mask)
         idxs = self.chunks(mask.sum(-1))
         order = torch.cat(idxs)  # (N,) block after block
-        scores = []
+        scores, counts = [], []
         for idx in idxs:
             keep = mask[idx].bool().any(0)  # (T,) columns with a real token in this block
             tt = None if types is None else types[idx][:, keep]
             scores.append(model.score_block(ids[idx][:, keep], mask[idx][:, keep], tt))
-        return torch.cat(scores)[order.argsort()]  # (N,) back in input order
+            counts.append(block_tokens(mask[idx][:, keep]))
+        tokens = Tokens(sum(c.real for c in counts), sum(c.padded for c in counts))
+        return torch.cat(scores)[order.argsort()], tokens  # (N,) back in input order
 
 
-def make_encoding(length_buckets: int = 1) -> Encoding:
-    """The strategy the `backbone` config selects."""
+@dataclass(frozen=True)
+class Packed:
+    """The batch packed into rows without padding (`rankrm.packing`); `share_prompt`: each list's prompt once.
+
+    Time and memory: one backbone call over R rows of W slots (R W <= N T; with flex/flash one row of
+    exactly the real tokens), plus the layout (O(N L)) and the kernel's mask (see `rankrm.packing`).
+    """
+
+    share_prompt: bool
+
+    def __call__(
+        self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None, lists: Lists | None = None
+    ) -> tuple[Tensor, Tokens]:
+        kernel = kernel_for(model.attn_implementation)
+        rows = pack(ids, mask, types, lists if self.share_prompt else None, kernel, model.causal, model.dtype)
+        return model.score_packed(rows), Tokens(rows.real, rows.cells - rows.real)
+
+
+PACKED: dict[str, Packed] = {"lists": Packed(share_prompt=False), "shared_prompt": Packed(share_prompt=True)}
+
+
+def make_encoding(length_buckets: int = 1, packing: str = "none") -> Encoding:
+    """The strategy the `backbone` config selects (packing, else length buckets)."""
+    if packing != "none":
+        return PACKED[packing]
     return Bucketed(int(length_buckets)) if length_buckets > 1 else Padded()
 
 

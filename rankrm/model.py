@@ -18,8 +18,9 @@ Head: `Linear(hidden, 1)`, with dropout before it as in BertForSequenceClassific
 (`classifier_dropout` or `hidden_dropout_prob`; 0 for decoders). Decoders use `head_bias=False`
 because transformers' decoder heads have no bias (export); ranking losses ignore a shift.
 
-How the N sequences of a batch go through the backbone (one padded block, or length buckets) is
-the `encoding` strategy (`rankrm.encoding`); the model scores one padded block (`score_block`).
+How the N sequences of a batch go through the backbone (one padded block, length buckets, or packed
+rows) is the `encoding` strategy (`rankrm.encoding`); the model scores one padded block (`score_block`)
+or one set of packed rows (`score_packed`: the same pooling, on each sequence's slots in the rows).
 What trains (freeze modes, LoRA) is set where the backbone is built (`rankrm.freeze`).
 
 Reward normalisation: `set_reward_norm(mean, std)` stores the mean/std of the RAW scores on
@@ -31,14 +32,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
-from rankrm.encoding import Encoding, make_encoding
+from rankrm.encoding import Encoding, Tokens, make_encoding
 from rankrm.errors import RankrmError
 from rankrm.freeze import has_lora
+from rankrm.packing import Lists, PackedRows
 
 POOLINGS = ("pooler", "cls", "mean", "last_token")
 
@@ -71,6 +74,8 @@ class RewardModel(nn.Module):
             # (held with the outputs in eval, and refused with a warning under gradient checkpointing).
             backbone.config.use_cache = False
         self.backbone = backbone
+        # Decoder attention, as transformers' attention modules declare it (packing builds causal masks then).
+        self.causal = any(getattr(m, "is_causal", False) is True for m in backbone.modules())
         self.pooling = pooling
         self.backbone_name = backbone_name
         self.encoding: Encoding = make_encoding() if encoding is None else encoding
@@ -96,6 +101,15 @@ class RewardModel(nn.Module):
         return has_lora(self.backbone)
 
     @property
+    def attn_implementation(self) -> str | None:
+        """transformers' attention kernel of the backbone (sdpa, eager, flex_attention, flash_attention_2...)."""
+        return getattr(self.base_model.config, "_attn_implementation", None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    @property
     def length_buckets(self) -> int:
         """Blocks a batch is encoded in (1: one padded block); setting it switches the encoding (as
         `backbone.length_buckets` does at build time; tests and scripts/bench_buckets.py compare values)."""
@@ -111,12 +125,28 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         normalize: bool = True,
+        lists: Lists | None = None,
     ) -> torch.Tensor:
-        """input_ids, attention_mask, token_type_ids: (N, T) -> scores (N,); normalised unless `normalize=False`."""
-        scores = self.encoding(self, input_ids, attention_mask, token_type_ids)  # (N,) raw
-        if normalize and (self.reward_mean, self.reward_std) != (0.0, 1.0):
-            scores = (scores - self.reward_mean) / self.reward_std
-        return scores
+        """input_ids, attention_mask, token_type_ids: (N, T) -> scores (N,); normalised unless `normalize=False`.
+        `lists` (which rows form one list) lets `packing=shared_prompt` store each list's prompt once."""
+        scores, _ = self.encode(input_ids, attention_mask, token_type_ids, lists)
+        return self.normalized(scores) if normalize else scores
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        lists: Lists | None = None,
+    ) -> tuple[torch.Tensor, Tokens]:
+        """Raw scores (N,) and the cells the backbone ran over (real tokens, padded slots)."""
+        return self.encoding(self, input_ids, attention_mask, token_type_ids, lists)
+
+    def normalized(self, scores: torch.Tensor) -> torch.Tensor:
+        """Raw scores -> (scores - reward_mean) / reward_std (the identity until a norm is set)."""
+        if (self.reward_mean, self.reward_std) == (0.0, 1.0):
+            return scores
+        return (scores - self.reward_mean) / self.reward_std
 
     def score_block(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
@@ -132,6 +162,26 @@ class RewardModel(nn.Module):
         out = self.backbone(**kwargs)
         pooled = self._pool(out, attention_mask)  # (N, H)
         return self.head(self.dropout(pooled)).squeeze(-1)  # (N, 1) -> (N,)
+
+    def score_packed(self, rows: PackedRows) -> torch.Tensor:
+        """Raw scores (N,) of the sequences packed into `rows` (`rankrm.packing`): one backbone call with the
+        kernel's block mask and the per-sequence positions, then `_pool` on each sequence's own slots."""
+        kwargs: dict[str, Any] = {"input_ids": rows.input_ids, "position_ids": rows.position_ids, **rows.kwargs}
+        kwargs["attention_mask"] = rows.attention_mask
+        if rows.token_type_ids is not None:
+            kwargs["token_type_ids"] = rows.token_type_ids
+        hidden = self.backbone(**kwargs).last_hidden_state.flatten(0, 1)  # (R, W, H) -> (R * W, H)
+        lengths = rows.lengths
+        if self.pooling == "mean":  # every token of the sequence, its shared prompt included
+            index = rows.index
+            mask = torch.arange(index.shape[1], device=index.device) < lengths[:, None]  # (N, L)
+        else:  # the one slot the pooling reads: the first token, or the last
+            col = (lengths - 1) if self.pooling == "last_token" else torch.zeros_like(lengths)
+            index, mask = rows.index.gather(1, col[:, None]), torch.ones_like(lengths)[:, None]  # (N, 1)
+        seqs = hidden[index]  # (N, L or 1, H): each sequence's hidden states, as if it had been alone
+        pooler = self.base_model.pooler if self.pooling == "pooler" else None
+        out = SimpleNamespace(last_hidden_state=seqs, pooler_output=None if pooler is None else pooler(seqs))
+        return self.head(self.dropout(self._pool(out, mask))).squeeze(-1)  # (N, 1) -> (N,)
 
     def _pool(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
         """Backbone output + mask (N, T) -> pooled features (N, H)."""

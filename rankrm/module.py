@@ -10,11 +10,13 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
+from rankrm.encoding import Tokens
 from rankrm.errors import RankrmError
 from rankrm.io import atomic_write_with
 from rankrm.losses import LOSSES
 from rankrm.metrics import RankingMetrics
 from rankrm.model import RewardModel
+from rankrm.packing import Lists
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -50,15 +52,33 @@ class RankRMModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
         self.test_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
-        # Compute counters for the ablations: sequences sent through the backbone in training.
+        # Compute counters for the ablations: sequences sent through the backbone in training, and the cells
+        # it ran over, [real tokens, padded slots] (a prompt shared by packing counts once).
         self.register_buffer("sequences_encoded", torch.zeros((), dtype=torch.long), persistent=True)
+        self.register_buffer("tokens_encoded", torch.zeros(2, dtype=torch.long), persistent=True)
+        self.epoch_starts: dict[int, torch.Tensor] = {}  # tokens_encoded when each epoch began (checkpointed)
         self._loader_states: list[dict[str, int]] | None = None  # train loader position from a resumed checkpoint
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Rewards (B, K): one backbone forward over the N real responses, scattered into the grid."""
-        scores = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (N,)
+        return self._rewards(batch)[0]
+
+    def _rewards(self, batch: Batch) -> tuple[torch.Tensor, Tokens]:
+        """Rewards (B, K) and the cells encoded; the batch's lists let packing share each list's prompt."""
+        ids, attn, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        scores, tokens = self.model.encode(ids, attn, types, Lists.of(batch))  # (N,) raw
+        scores = self.model.normalized(scores)
         mask = batch["mask"]  # (B, K)
-        return scores.new_zeros(mask.shape).masked_scatter(mask, scores.to(mask.device))  # (B, K)
+        return scores.new_zeros(mask.shape).masked_scatter(mask, scores.to(mask.device)), tokens  # (B, K)
+
+    def epoch_tokens(self) -> list[list[int]]:
+        """[real, padded] tokens encoded in each training epoch so far."""
+        starts = [self.epoch_starts[e] for e in sorted(self.epoch_starts)] + [self.tokens_encoded]
+        return [(b.cpu() - a.cpu()).tolist() for a, b in zip(starts, starts[1:])]
+
+    def on_train_epoch_start(self) -> None:
+        # setdefault: an epoch resumed mid-way keeps the start its checkpoint recorded.
+        self.epoch_starts.setdefault(self.current_epoch, self.tokens_encoded.clone())
 
     def _loss(self, rewards: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.loss(rewards.float(), batch["labels"], batch["mask"], **self.loss_kwargs)
@@ -73,12 +93,15 @@ class RankRMModule(pl.LightningModule):
             )
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        rewards = self(batch)
+        rewards, tokens = self._rewards(batch)
         loss = self._loss(rewards, batch)
         self._check_finite(loss, "train", batch_idx)
-        n = torch.tensor(batch["input_ids"].shape[0], device=self.sequences_encoded.device)
-        # Summed over DDP ranks every step, so the counter (and every checkpoint of it) is the global count.
-        self.sequences_encoded += self.trainer.strategy.reduce(n, reduce_op="sum") if self.trainer.world_size > 1 else n
+        dev = self.sequences_encoded.device
+        n = torch.stack([torch.as_tensor(v, device=dev) for v in (batch["input_ids"].shape[0], *tokens)])  # (3,)
+        # Summed over DDP ranks every step, so the counters (and every checkpoint of them) are global counts.
+        n = self.trainer.strategy.reduce(n, reduce_op="sum") if self.trainer.world_size > 1 else n
+        self.sequences_encoded += n[0]
+        self.tokens_encoded += n[1:]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
         return loss
 
@@ -110,10 +133,14 @@ class RankRMModule(pl.LightningModule):
         # Dropout draws from the global RNG: without its state a resumed run would draw other masks.
         # A plain tensor, so checkpoints still load with torch.load(weights_only=True).
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        checkpoint["epoch_token_starts"] = {e: t.cpu() for e, t in self.epoch_starts.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        self.epoch_starts = {
+            e: t.to(self.tokens_encoded.device) for e, t in checkpoint.get("epoch_token_starts", {}).items()
+        }
         # Where the train loader was in its epoch (Lightning saves it for loaders with a state_dict()).
         self._loader_states = (
             checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")

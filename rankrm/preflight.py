@@ -145,6 +145,23 @@ def check_trainer(cfg: DictConfig) -> None:
         )
 
 
+def check_backbone(cfg: DictConfig) -> None:
+    """The backbone group's rules that need no weights (its fields, `packing` against the model type), and
+    FlexAttention only where torch can train with it (its CPU kernel has no backward)."""
+    import torch
+
+    from rankrm.backbones import backbone_config
+
+    c = backbone_config(cfg.backbone)
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if c["attn_implementation"] == "flex_attention" and on_cpu:
+        raise RankrmError(
+            "backbone.attn_implementation=flex_attention trains on GPUs only (torch's CPU FlexAttention has no "
+            "backward): use sdpa (the default) on the CPU"
+        )
+
+
 def _read_data(cfg: DictConfig) -> Any:
     """Read and validate every record now (no tokenizer needed); the data module reuses the lists."""
     from rankrm.data.sources import read_source
@@ -172,4 +189,5 @@ def preflight(cfg: DictConfig) -> tuple[Any, str | None]:
     check_loss(cfg.loss)  # these import torch (the schedule: Lightning)
     check_optimizer(cfg)
     check_trainer(cfg)
+    check_backbone(cfg)
     return data, ckpt_path

@@ -144,6 +144,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = _trainer(cfg, out_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
     encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
+    tokens = _token_counts(module)
     metrics = _final_metrics(trainer, module, dm, cfg)
     if cfg.backbone.get("normalize_rewards"):
         metrics["reward_norm"] = _reward_norm(module, dm)
@@ -154,6 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "global_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "sequences_encoded": encoded,
+            "tokens_encoded": tokens,
             "world_size": trainer.world_size,
         },
         wall_time_s=round(time.time() - start, 2),
@@ -163,6 +165,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         atomic_write_json(out_dir / "metrics.json", metrics)
         log.info("wrote %s", out_dir / "metrics.json")
     return metrics
+
+
+def _token_counts(module: Any) -> dict[str, Any]:
+    """Tokens the backbone ran over in training (backbone.packing shares and unpads them), per epoch too."""
+    real, padded = module.tokens_encoded.tolist()
+    return {
+        "real": real,
+        "padded": padded,
+        "padded_share": round(padded / (real + padded), 4) if real else 0.0,
+        "per_epoch": [{"real": r, "padded": p} for r, p in module.epoch_tokens()],
+    }
 
 
 def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str | None:

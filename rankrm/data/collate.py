@@ -2,11 +2,12 @@
 
 A batch of B lists with K_b responses each becomes
   input_ids (N, T) long, attention_mask (N, T) long, [token_type_ids (N, T) long],
-  labels (B, K_max) float, mask (B, K_max) bool,
+  labels (B, K_max) float, mask (B, K_max) bool, [prompt_lengths (N,) long],
 with N = sum_b K_b = mask.sum(): only real responses are encoded, in row-major order of the
 unmasked slots (list 0's responses, then list 1's, ...), so the module can put the N scores
 back with `rewards.masked_scatter(mask, scores)`. T is the longest sequence in the batch
-(dynamic padding) and padding goes on the tokenizer's `padding_side`.
+(dynamic padding) and padding goes on the tokenizer's `padding_side`. `prompt_lengths` (tokens before each
+response, when tokenisation recorded them) let `backbone.packing=shared_prompt` store each prompt once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class RankCollator:
         }
         if items[0].type_ids is not None:
             batch["token_type_ids"] = self._pad([t for it in items for t in it.type_ids], width, 0)  # (N, T)
+        if all(it.prompt_lens is not None for it in items):
+            batch["prompt_lengths"] = torch.tensor([p for it in items for p in it.prompt_lens])  # (N,)
         labels = torch.zeros(len(items), k_max, dtype=torch.float32)  # (B, K_max)
         mask = torch.zeros(len(items), k_max, dtype=torch.bool)  # (B, K_max)
         for b, it in enumerate(items):

@@ -72,7 +72,8 @@ def expand_pairs(items: list[EncodedList], seed: int) -> list[EncodedList]:
                     continue
                 c, r = (i, j) if it.labels[i] > it.labels[j] else (j, i)
                 types = None if it.type_ids is None else [it.type_ids[c], it.type_ids[r]]
-                out.append(EncodedList([it.ids[c], it.ids[r]], types, (1.0, 0.0), it.source))
+                plens = None if it.prompt_lens is None else [it.prompt_lens[c], it.prompt_lens[r]]
+                out.append(EncodedList([it.ids[c], it.ids[r]], types, (1.0, 0.0), it.source, plens))
     random.Random(f"{seed}:pairs").shuffle(out)
     return out
 

@@ -14,6 +14,10 @@ does); `"truncate"` removes prompt tokens first, from `truncation_side` ("left" 
 of the dialogue, next to the reply), and only when the prompt is gone cuts the response from its
 end. Special and chat-template tokens after the reply are never removed, and a response keeps
 at least one token (else the list is filtered). Truncation needs a fast tokenizer (offsets).
+
+Each sequence also records where its prompt ends (`EncodedList.prompt_lens`: the index of the first token
+holding response text, after any truncation; None with a slow tokenizer): `backbone.packing=shared_prompt`
+stores a list's prompt tokens once.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class EncodedList:
     type_ids: list[list[int]] | None
     labels: tuple[float, ...]
     source: str = ""
+    prompt_lens: list[int] | None = None  # per sequence: tokens before its response (None: not known)
 
     @property
     def k(self) -> int:
@@ -108,6 +113,20 @@ def token_roles(enc: Any, i: int, job: _Job) -> list[int]:
     ]
 
 
+def prompt_length(enc: Any, i: int, job: _Job) -> int:
+    """Tokens of item `i` of a fast-tokenizer BatchEncoding before its response: the index of the first token
+    holding response text (a text pair's second text, a rendered text's [p_end, r_end) span)."""
+    if job.spans is None:
+        seq = enc.sequence_ids(i)
+        target = 1 if job.b is not None else 0
+        return seq.index(target) if target in seq else len(seq)
+    for c in range(*job.spans):  # the first response character inside a token (whitespace may lie in none)
+        t = enc.char_to_token(i, c)
+        if t is not None:
+            return t
+    return len(enc["input_ids"][i])
+
+
 def truncate(roles: list[int], max_length: int, side: str) -> list[int] | None:
     """Indices of the tokens to keep: prompt tokens go first (from `side`), then the response's
     end; None if even one response token plus the kept tokens exceed `max_length`."""
@@ -146,8 +165,9 @@ def _run(tokenizer: Any, jobs: list[_Job], want_offsets: bool) -> Any:
 
 def tokenize_jobs(
     tokenizer: Any, jobs: list[_Job], max_length: int | None, side: str, chunk: int = 2048
-) -> list[tuple[list[int], list[int] | None, bool] | None]:
-    """(ids, type_ids, truncated) per job, None if it cannot fit; each text is tokenised once."""
+) -> list[tuple[list[int], list[int] | None, bool, int | None] | None]:
+    """(ids, type_ids, truncated, prompt length) per job, None if it cannot fit; each text is tokenised once."""
+    fast = getattr(tokenizer, "is_fast", False)
     out: list[Any] = [None] * len(jobs)
     kinds: dict[tuple[bool, bool], list[int]] = {}
     for n, j in enumerate(jobs):
@@ -160,6 +180,7 @@ def tokenize_jobs(
             tt = enc.get("token_type_ids")
             for i, n in enumerate(part):
                 ids, types, cut = enc["input_ids"][i], (tt[i] if tt is not None else None), False
+                plen = prompt_length(enc, i, jobs[n]) if fast else None
                 if max_length is not None and len(ids) > max_length:
                     keep = truncate(token_roles(enc, i, jobs[n]), max_length, side)
                     if keep is None:
@@ -169,7 +190,8 @@ def tokenize_jobs(
                         (None if types is None else [types[t] for t in keep]),
                         True,
                     )
-                out[n] = (list(ids), None if types is None else list(types), cut)
+                    plen = None if plen is None else sum(1 for t in keep if t < plen)
+                out[n] = (list(ids), None if types is None else list(types), cut, plen)
     return out
 
 
@@ -204,5 +226,6 @@ def encode_lists(
         counts["truncated_responses"] += n_cut
         counts["truncated_lists"] += n_cut > 0
         types = [r[1] for r in res] if res[0][1] is not None else None  # type: ignore[index]
-        out.append(EncodedList([r[0] for r in res], types, rl.labels, rl.source))  # type: ignore[index,misc]
+        plens = [r[3] for r in res] if res[0][3] is not None else None  # type: ignore[index]
+        out.append(EncodedList([r[0] for r in res], types, rl.labels, rl.source, plens))  # type: ignore[index,misc]
     return out, dict(counts)
