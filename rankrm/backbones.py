@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from rankrm import varlen
 from rankrm.convert.gguf import gguf_to_cache
 from rankrm.encoding import make_encoding
 from rankrm.errors import RankrmError
@@ -129,7 +130,7 @@ def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if c["tiny"] is not None and "model_type" not in c["tiny"]:
         raise RankrmError("backbone.tiny needs a model_type (e.g. bert, ernie, qwen2)")
     causal = config_causal(c) if c["packing"] == "shared_prompt" else None
-    check_packing(c["packing"], causal, c["attn_implementation"])
+    check_packing(c["packing"], causal, attention_of(c))
     return c
 
 
@@ -199,9 +200,18 @@ def _tiny_backbone(c: Mapping[str, Any], tokenizer: Any) -> torch.nn.Module:
     return AutoModel.from_config(config, **_attention(c))
 
 
+def attention_of(c: Mapping[str, Any]) -> str | None:
+    """The attention implementation a backbone config asks for: its own; else, when packing, `sdpa_varlen`
+    (one row, no empty slot, no masked cell computed: `rankrm.varlen`); else transformers' default (None)."""
+    return c["attn_implementation"] or (varlen.NAME if c["packing"] != "none" else None)
+
+
 def _attention(c: Mapping[str, Any]) -> dict[str, Any]:
-    """transformers' `attn_implementation` when the config names one (null: transformers' default, sdpa)."""
-    return {"attn_implementation": c["attn_implementation"]} if c["attn_implementation"] else {}
+    """`attn_implementation` for transformers' constructors."""
+    name = attention_of(c)
+    if name == varlen.NAME:  # rankrm's own kernel: transformers must know the name first
+        varlen.register()
+    return {"attn_implementation": name} if name else {}
 
 
 def _pretrained_backbone(path: str, c: Mapping[str, Any]) -> torch.nn.Module:

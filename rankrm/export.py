@@ -96,6 +96,7 @@ def to_hf_classifier(model: RewardModel, tokenizer: Any) -> nn.Module:
 
     base = model.base_model
     config = copy.deepcopy(base.config)
+    config._attn_implementation = None  # transformers' default: the kernel training packed with is not a consumer's
     config.num_labels = 1
     config.id2label, config.label2id = {0: "reward"}, {"reward": 0}
     config.pad_token_id = tokenizer.pad_token_id

@@ -16,9 +16,13 @@ to float rounding. Bidirectional encoders cannot share a prompt exactly (the pro
 on every response at once): `check_packing` refuses that.
 
 How a kernel gets the layout (`KERNELS`, by transformers' `attn_implementation`):
-- `sdpa`: a boolean (R, 1, W, W) block mask, on CPU and GPU; `eager`: the same as an additive float mask;
-- `flex_attention`: a FlexAttention `BlockMask` over one row (blocks with no allowed pair are skipped);
-- `flash_attention_2/3` (and hub flash kernels): flash-attn varlen over one row from `cu_seq_lens_*`,
+- `sdpa_varlen` (rankrm's, the default under packing): one row; each sequence's queries gathered with the
+  keys they see into small blocks, SDPA over those (`rankrm.varlen`), on CPU and GPU;
+- `sdpa`: a boolean (R, 1, W, W) block mask through transformers' SDPA, on CPU and GPU; `eager`: the same
+  as an additive float mask (both compute every masked cell: rows as wide as the longest group);
+- `flex_attention`: a FlexAttention `BlockMask` over one row (blocks with no allowed pair are skipped;
+  torch trains with it on GPUs only);
+- `flash_attention_2/3/4` (and hub flash kernels): flash-attn varlen over one row from `cu_seq_lens_*`,
   `lists` only (a shared prefix is not a set of independent sequences).
 Empty slots form a group of their own (so no softmax row is empty) and are never pooled.
 
@@ -61,6 +65,7 @@ class Layout:
     width: int
     index: Tensor  # (N, L) flat slot (row * width + column) of token t of sequence n; 0 past its length
     lengths: Tensor  # (N,) tokens per sequence
+    prefix: Tensor  # (N,) leading tokens each sequence shares with its group (stored once)
     group: Tensor  # (R, W) group of each slot; -1: empty
     segment: Tensor  # (R, W) 0: shared prefix, s >= 1: one sequence's own tokens; -1: empty
     real: int  # slots holding a token (each shared prefix token once)
@@ -116,7 +121,8 @@ def make_layout(lengths: list[int], group_sizes: list[int], prefixes: list[int],
     segment = torch.full((n_rows * width,), -1, dtype=torch.long)
     group[index[valid]] = torch.tensor(grp)[:, None].expand_as(index)[valid]
     segment[index[valid]] = torch.where(shared, 0, torch.tensor(seg)[:, None])[valid]
-    return Layout(n_rows, width, index, lens, group.view(n_rows, width), segment.view(n_rows, width), sum(span))
+    prefix = torch.tensor(p_n)
+    return Layout(n_rows, width, index, lens, prefix, group.view(n_rows, width), segment.view(n_rows, width), sum(span))
 
 
 def shared_prefixes(aligned: Tensor, lengths: Tensor, lists: Lists, types: Tensor | None) -> list[int]:
@@ -201,6 +207,13 @@ def varlen(layout: Layout, causal: bool, dtype: torch.dtype, device: torch.devic
     return None, {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": m, "max_length_k": m}
 
 
+def varlen_blocks(layout: Layout, causal: bool, dtype: torch.dtype, device: torch.device) -> Built:
+    """`sdpa_varlen` (`rankrm.varlen`): SDPA over each sequence's own blocks, gathered from one row."""
+    from rankrm.varlen import blocks
+
+    return blocks(layout, causal, dtype, device)
+
+
 @dataclass(frozen=True)
 class Kernel:
     """How one attention implementation takes a layout."""
@@ -212,10 +225,12 @@ class Kernel:
 
 KERNELS: dict[str, Kernel] = {
     "sdpa": Kernel(dense_bool, one_row=False),
+    "sdpa_varlen": Kernel(varlen_blocks, one_row=True),
     "eager": Kernel(dense_additive, one_row=False),
     "flex_attention": Kernel(block_mask, one_row=True),
     "flash_attention_2": Kernel(varlen, one_row=True, shares_prefix=False),
     "flash_attention_3": Kernel(varlen, one_row=True, shares_prefix=False),
+    "flash_attention_4": Kernel(varlen, one_row=True, shares_prefix=False),
 }
 
 
@@ -239,6 +254,8 @@ def check_packing(packing: str, causal: bool | None, attn_implementation: str | 
     if packing not in PACKINGS:
         raise RankrmError(f"backbone.packing={packing!r} is invalid: it must be one of {', '.join(PACKINGS)}")
     if packing == "none":
+        if attn_implementation == "sdpa_varlen":
+            raise RankrmError("backbone.attn_implementation=sdpa_varlen needs backbone.packing=lists or shared_prompt")
         return
     kernel = kernel_for(attn_implementation)
     if packing == "shared_prompt" and causal is False:

@@ -150,12 +150,12 @@ def check_backbone(cfg: DictConfig) -> None:
     FlexAttention only where torch can train with it (its CPU kernel has no backward)."""
     import torch
 
-    from rankrm.backbones import backbone_config
+    from rankrm.backbones import attention_of, backbone_config
 
     c = backbone_config(cfg.backbone)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if c["attn_implementation"] == "flex_attention" and on_cpu:
+    if attention_of(c) == "flex_attention" and on_cpu:
         raise RankrmError(
             "backbone.attn_implementation=flex_attention trains on GPUs only (torch's CPU FlexAttention has no "
             "backward): use sdpa (the default) on the CPU"

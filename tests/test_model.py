@@ -254,8 +254,8 @@ class SumScorer:
 @pytest.mark.parametrize("seed", range(20))
 def test_encodings_score_every_row_in_input_order_against_one_block(seed: int) -> None:
     """Every strategy gives each row the score of the whole padded block (left and right padding, tied
-    lengths); Bucketed sends len(length_chunks) blocks, each as wide as its longest row, and keeps a
-    batch of fewer than 2 * buckets rows as one block."""
+    lengths) and counts the cells of the blocks it sent; Bucketed sends len(length_chunks) blocks, each as
+    wide as its longest row, and keeps a batch of fewer than 2 * buckets rows as one block."""
     from rankrm.encoding import Bucketed, Padded, length_chunks, make_encoding
 
     g = torch.Generator().manual_seed(seed)
@@ -269,7 +269,10 @@ def test_encodings_score_every_row_in_input_order_against_one_block(seed: int) -
     assert isinstance(make_encoding(1), Padded) and make_encoding(buckets) == Bucketed(buckets)
     for encoding in (Padded(), Bucketed(buckets)):
         scorer = SumScorer()
-        torch.testing.assert_close(encoding(scorer, ids, mask, None), expected, rtol=0, atol=0)
+        scores, tokens = encoding(scorer, ids, mask, None)
+        torch.testing.assert_close(scores, expected, rtol=0, atol=0)
+        cells = sum(h * w for h, w in scorer.blocks)  # what the blocks cost: real tokens + padded slots
+        assert (int(tokens.real), int(tokens.padded)) == (int(lengths.sum()), cells - int(lengths.sum()))
         if isinstance(encoding, Padded) or n < 2 * buckets:
             assert scorer.blocks == [(n, width)]
         else:

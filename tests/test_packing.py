@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_train import run_cli
 
-from rankrm import CONF_DIR, packing
+from rankrm import CONF_DIR, packing, varlen
 from rankrm.backbones import build_reward_model
 from rankrm.data.collate import RankCollator
 from rankrm.data.datamodule import expand_pairs
@@ -135,10 +135,16 @@ def test_each_packed_token_attends_to_exactly_its_own_sequence(seed: int) -> Non
         assert all(lay.index[m, :p].tolist() == slots[:p] for m in mates)  # the prefix is stored once
     span = [p + sum(lengths[n] - p for n in range(len(lengths)) if group_of[n] == g) for g, p in enumerate(prefixes)]
     assert lay.real == sum(span) == int((lay.group >= 0).sum())
-    if one_row:
-        assert lay.rows == 1 and lay.width == lay.real
-    else:
+    if not one_row:
         assert lay.width == max(span) and lay.rows <= len(sizes)
+        return
+    assert lay.rows == 1 and lay.width == lay.real
+    seen_by: dict[int, set[int]] = {}  # sdpa_varlen's blocks: each slot a query once, seeing what `allowed` says
+    for b in varlen.blocks(lay, causal, torch.float32, torch.device("cpu"))[1]["rankrm_blocks"]:
+        for u, i in torch.nonzero(b.q_valid).tolist():
+            assert int(b.q[u, i]) not in seen_by
+            seen_by[int(b.q[u, i])] = {int(b.k[u, j]) for j in torch.nonzero(b.mask[u, 0, i]).flatten().tolist()}
+    assert seen_by == {q: {j for j in range(w) if ok[0, q, j]} for q in range(w)}
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -204,33 +210,41 @@ def test_prompt_lengths_are_the_tokens_before_each_response(name: str) -> None:
     ],
 )
 def test_packed_rewards_and_gradients_equal_padded(seed: int, name: str, overrides: dict, modes: tuple) -> None:
-    model, tok = build(name, **overrides)
+    """Both CPU kernels: `sdpa` (dense block masks, rows as wide as the longest group) and `sdpa_varlen`
+    (one row, no empty slot); a tiny model is the same in every build (fixed seed)."""
+    ref, tok = build(name, **overrides)
     batch = collated(tok, random_lists(seed), max_length=20)  # some prompts truncated
-    out = run_modes(model, batch, modes)
-    for mode in modes[1:]:
-        assert_same(out[mode], out["none"])
+    none = run_modes(ref, batch, ("none",))["none"]
     real = int(batch["attention_mask"].sum())
-    assert int(out["none"][2].real) == int(out["lists"][2].real) == real
-    assert int(out["lists"][2].padded) <= int(out["none"][2].padded)  # rows as wide as the longest sequence
-    if "shared_prompt" in out:
-        assert int(out["shared_prompt"][2].real) <= real
+    for attn in ("sdpa", "sdpa_varlen"):
+        model = ref if attn == "sdpa" else build(name, attn_implementation=attn, packing="lists", **overrides)[0]
+        out = run_modes(model, batch, modes[1:])
+        for mode in modes[1:]:
+            assert_same(out[mode], none)
+        assert int(none[2].real) == int(out["lists"][2].real) == real
+        assert int(out["lists"][2].padded) <= int(none[2].padded)  # dense: rows as wide as the longest sequence
+        if attn == "sdpa_varlen":
+            assert all(int(o[2].padded) == 0 for o in out.values())
+        if "shared_prompt" in out:
+            assert int(out["shared_prompt"][2].real) <= real
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_shared_prompt_encodes_the_limit_prompt_plus_responses(seed: int) -> None:
     """Untruncated lists: each list costs exactly P + sum_k R_k tokens (the prompt once), also where the
     responses begin alike (the shared part stops at the prompt's end), and the scores stay exact."""
-    model, tok = build("tiny_qwen")
+    model, tok = build("tiny_qwen", packing="shared_prompt")  # sdpa_varlen
+    ref, _ = build("tiny_qwen")
     lists = random_lists(seed + 10, n=6)
     encoded, _ = encode_lists(tok, lists, None)
     batch = RankCollator(tok.pad_token_id, tok.padding_side)(encoded)
     limit = sum(e.prompt_lens[0] + sum(len(s) - e.prompt_lens[0] for s in e.ids) for e in encoded)
-    out = run_modes(model, batch, ("none", "shared_prompt"))
-    assert int(out["shared_prompt"][2].real) == limit < int(batch["attention_mask"].sum())
-    assert_same(out["shared_prompt"], out["none"])
+    out = run_modes(model, batch, ("shared_prompt",))["shared_prompt"]
+    assert (int(out[2].real), int(out[2].padded)) == (limit, 0) and limit < int(batch["attention_mask"].sum())
+    assert_same(out, run_modes(ref, batch, ("none",))["none"])
 
 
-def test_eager_attention_takes_an_additive_mask() -> None:
+def test_eager_attention_takes_an_additive_mask() -> None:  # dense rows, as sdpa
     model, tok = build("tiny_qwen", attn_implementation="eager")
     out = run_modes(model, collated(tok, random_lists(5), 20), ("none", "lists", "shared_prompt"))
     assert_same(out["lists"], out["none"])
@@ -327,8 +341,10 @@ def test_packing_rules_refuse_what_cannot_be_exact(monkeypatch: Any) -> None:
     check_backbone(compose_train("backbone=tiny_qwen", "backbone.packing=shared_prompt"))
     with pytest.raises(RankrmError, match="flex_attention trains on GPUs only"):
         check_backbone(compose_train("backbone=tiny_qwen", "backbone.attn_implementation=flex_attention"))
-    with pytest.raises(RankrmError, match="attention implementations sdpa, eager"):
+    with pytest.raises(RankrmError, match="attention implementations sdpa, sdpa_varlen, eager.*'paged.sdpa'"):
         check_packing("lists", None, "paged|sdpa")
+    with pytest.raises(RankrmError, match="sdpa_varlen needs backbone.packing=lists or shared_prompt"):
+        check_backbone(compose_train("backbone=tiny_qwen", "backbone.attn_implementation=sdpa_varlen"))
     monkeypatch.setattr("rankrm.backbones.ENCODER_TYPES", frozenset())  # a type the config rule does not know
     with pytest.raises(RankrmError, match="shared_prompt needs a decoder"):
         build("tiny_bert", packing="shared_prompt")  # refused from the built model's attention
