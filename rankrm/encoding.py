@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from rankrm.errors import RankrmError
 from rankrm.packing import Lists, PackedRows, kernel_for, pack
 
 
@@ -34,6 +35,7 @@ class BlockScorer(Protocol):
 
     causal: bool  # decoder attention (a token sees only earlier ones)
     attn_implementation: str | None  # transformers' attention kernel (packing builds its mask for it)
+    sliding_window: int | None  # attention span of the backbone's sliding-window layers, if any
     dtype: torch.dtype
 
     def score_block(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
@@ -126,6 +128,12 @@ class Packed:
     def __call__(
         self, model: BlockScorer, ids: Tensor, mask: Tensor, types: Tensor | None, lists: Lists | None = None
     ) -> tuple[Tensor, Tokens]:
+        window = model.sliding_window
+        if window is not None and int(mask.sum(1).max()) > window:  # shorter sequences never reach the window
+            raise RankrmError(
+                f"backbone.packing does not implement sliding-window attention: a sequence of this batch is longer "
+                f"than the backbone's window ({window} tokens); use data.max_length <= {window} or packing=none"
+            )
         kernel = kernel_for(model.attn_implementation)
         rows = pack(ids, mask, types, lists if self.share_prompt else None, kernel, model.causal, model.dtype)
         return model.score_packed(rows), Tokens(rows.real, rows.cells - rows.real)

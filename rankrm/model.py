@@ -106,6 +106,11 @@ class RewardModel(nn.Module):
         return getattr(self.base_model.config, "_attn_implementation", None)
 
     @property
+    def sliding_window(self) -> int | None:
+        """Span of the backbone's sliding-window attention (Mistral-like configs); None: full attention."""
+        return getattr(self.base_model.config, "sliding_window", None)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.head.weight.dtype
 

@@ -220,7 +220,9 @@ def prepare_vader_lists(
             f"{len(splits['val'])} val lists; asked for {n_train} / {n_val}"
         )
     rng = random.Random(f"bench:{seed}:{k}")
-    chosen = {"train": rng.sample(splits["train"], n_train), "val": rng.sample(splits["val"], n_val)}
+    # val from its own stream: the same val lists whatever n_train (the train draw is as before)
+    val = random.Random(f"bench:{seed}:{k}:val").sample(splits["val"], n_val)
+    chosen = {"train": rng.sample(splits["train"], n_train), "val": val}
     outdir.mkdir(parents=True, exist_ok=True)
     for split, lists in chosen.items():  # rankrm's list JSONL: responses best first + scores
         rows = [json.dumps({"responses": list(rl.responses), "scores": list(rl.labels)}) for rl in lists]

@@ -198,17 +198,28 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- worker side (child process)
 
 
-def expand_pairs(lists: Sequence[Any]) -> tuple[list[str], list[str]]:
-    """Every strictly ordered pair of every list, as TRL wants them: (chosen texts, rejected texts)."""
-    chosen: list[str] = []
-    rejected: list[str] = []
+def preference_rows(lists: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every strictly ordered pair of every list as a TRL preference row, the prompt as rankrm renders it:
+    a chat prompt explicit (TRL applies the chat template to prompt + reply), a text prompt joined by a
+    blank line (rankrm's decoder join; TRL appends eos), no prompt: the replies alone."""
+    rows = []
     for rl in lists:
+        chat = isinstance(rl.prompt, list)
+        prompt = {} if rl.prompt is None else {"prompt": rl.prompt if chat else rl.prompt + "\n\n"}
+        reply = (lambda t: [{"role": "assistant", "content": t}]) if chat else (lambda t: t)
         for i, li in enumerate(rl.labels):
             for j, lj in enumerate(rl.labels):
                 if li > lj:
-                    chosen.append(rl.responses[i])
-                    rejected.append(rl.responses[j])
-    return chosen, rejected
+                    rows.append({**prompt, "chosen": reply(rl.responses[i]), "rejected": reply(rl.responses[j])})
+    return rows
+
+
+def scoring_ids(tok: Any, rl: Any, response: str) -> list[int]:
+    """One response as TRL trained on it: chat template (its own special tokens), else text + eos."""
+    if isinstance(rl.prompt, list):
+        msgs = [*rl.prompt, {"role": "assistant", "content": response}]
+        return tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)["input_ids"]
+    return tok(("" if rl.prompt is None else rl.prompt + "\n\n") + response + tok.eos_token)["input_ids"]
 
 
 def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
@@ -235,7 +246,7 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     train_lists = bc.read_lists(spec["train"])
-    chosen, rejected = expand_pairs(train_lists)
+    rows = preference_rows(train_lists)
     model, tok = hf_reward_model(spec["backbone"], spec["seed"])
     if tok.eos_token is None:  # TRL appends eos to every text; a BERT tokenizer has none
         tok.eos_token = tok.sep_token
@@ -259,8 +270,8 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
         max_grad_norm=1.0,
         gradient_checkpointing=spec["gradient_checkpointing"],
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=False,
-        use_cpu=True,
+        bf16=spec.get("bf16", False),  # the GPU check runs both sides in bf16 autocast
+        use_cpu=not spec.get("gpu", False),
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
@@ -270,7 +281,7 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     trainer = RewardTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_dict({"chosen": chosen, "rejected": rejected}),
+        train_dataset=Dataset.from_list(rows),
         processing_class=tok,
         data_collator=collator,
     )
@@ -280,14 +291,9 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     train_s, fit_loop_s = end - start, end - fit_start
     kept = len(trainer.train_dataset)  # TRL drops (not truncates) pairs longer than max_length
 
-    def score(lists: list[Any]) -> torch.Tensor:  # (N,); texts as TRL trained on them: text + eos
-        enc = tok(
-            [t + tok.eos_token for rl in lists for t in rl.responses],
-            padding=True,
-            truncation=True,
-            max_length=spec["max_length"],
-            return_tensors="pt",
-        )
+    def score(lists: list[Any]) -> torch.Tensor:  # (N,); sequences as TRL trained on them
+        ids = [scoring_ids(tok, rl, t)[: spec["max_length"]] for rl in lists for t in rl.responses]
+        enc = tok.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
         return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.squeeze(-1)
 
     model.eval()
@@ -296,7 +302,9 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "train_s": train_s,
         "fit_loop_s": fit_loop_s,
         "pairs": kept,
-        "pairs_dropped_by_max_length": len(chosen) - kept,
+        "pairs_dropped_by_max_length": len(rows) - kept,
+        "tokens_real": padding.real,  # cells TRL's batches held: every pair's two sequences, and their padding
+        "tokens_padded": padding.total - padding.real,
         "peak_rss_rank_mb": bc.vm_hwm_mb(),
         "steps": int(trainer.state.global_step),
         "pad_share": padding.pad_share,

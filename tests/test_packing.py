@@ -350,6 +350,15 @@ def test_packing_rules_refuse_what_cannot_be_exact(monkeypatch: Any) -> None:
         build("tiny_bert", packing="shared_prompt")  # refused from the built model's attention
 
 
+def test_packing_refuses_sequences_longer_than_a_sliding_window() -> None:
+    model, tok = build("tiny_qwen", packing="lists")
+    model.base_model.config.sliding_window = 6  # as a Mistral-like config holds it
+    short, long = (dict(tok(t, padding=True, return_tensors="pt")) for t in (["a b", "c"], ["a b c d e f g h", "c"]))
+    assert model(**short).shape == (2,)  # a window longer than every sequence changes nothing
+    with pytest.raises(RankrmError, match="sliding-window attention.*window \\(6 tokens\\)"):
+        model(**long)
+
+
 @pytest.mark.slow
 def test_cli_refuses_shared_prompt_on_an_encoder_in_one_line(tmp_path: Path) -> None:
     proc = run_cli(["backbone=tiny_bert", "backbone.packing=shared_prompt", f"hydra.run.dir={tmp_path}"], tmp_path)
