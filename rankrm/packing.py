@@ -32,6 +32,7 @@ a dense mask holds R W^2 booleans, a BlockMask (W/128)^2 blocks.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +79,8 @@ class Layout:
 def assign_rows(sizes: list[int], one_row: bool) -> tuple[list[int], list[int], int]:
     """(row, offset) of each group and the row width: all in one row, or first-fit decreasing into rows as
     wide as the longest group."""
-    if one_row:
-        offsets = [sum(sizes[:g]) for g in range(len(sizes))]  # input order
-        return [0] * len(sizes), offsets, sum(sizes)
+    if one_row:  # in input order
+        return [0] * len(sizes), [0, *itertools.accumulate(sizes)][:-1], sum(sizes)
     width, fill = max(sizes), []
     rows, offsets = [0] * len(sizes), [0] * len(sizes)
     for g in sorted(range(len(sizes)), key=lambda g: -sizes[g]):  # stable: ties keep input order
@@ -95,7 +95,7 @@ def assign_rows(sizes: list[int], one_row: bool) -> tuple[list[int], list[int], 
 def make_layout(lengths: list[int], group_sizes: list[int], prefixes: list[int], one_row: bool) -> Layout:
     """The layout of sequences with `lengths`, in consecutive groups of `group_sizes`, group g sharing its
     first `prefixes[g]` tokens (0: nothing shared)."""
-    firsts = [sum(group_sizes[:g]) for g in range(len(group_sizes))]
+    firsts = [0, *itertools.accumulate(group_sizes)][:-1]  # first sequence of each group
     span = [p + sum(n - p for n in lengths[f : f + k]) for f, k, p in zip(firsts, group_sizes, prefixes)]
     rows, offsets, width = assign_rows(span, one_row)
     n_rows = max(rows) + 1

@@ -24,7 +24,7 @@ Measured:
 2. Equal wall time (with trl): each rankrm system trains on as many pool lists as its measured rate fits
    into TRL's median training time (one epoch, its own LR schedule); all scored on the same val lists.
 
-Full size (an idle machine; expected run times in scripts/README.md):
+Full size (an idle machine; see scripts/README.md):
 
     RANKRM_DATA_DIR=/work/shared/data python scripts/bench_packing.py --data oasst --backbone smollm2 \\
         --train-lists 24 --repeats 3 --threads 2 --out scripts/results/bench_packing_oasst_smollm2.json
