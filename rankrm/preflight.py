@@ -158,7 +158,7 @@ def check_backbone(cfg: DictConfig) -> None:
     if attention_of(c) == "flex_attention" and on_cpu:
         raise RankrmError(
             "backbone.attn_implementation=flex_attention trains on GPUs only (torch's CPU FlexAttention has no "
-            "backward): use sdpa (the default) on the CPU"
+            "backward): leave it null (sdpa_varlen with backbone.packing, sdpa without) on the CPU"
         )
 
 

@@ -116,12 +116,12 @@ def token_roles(enc: Any, i: int, job: _Job) -> list[int]:
 def prompt_length(enc: Any, i: int, job: _Job) -> int:
     """Tokens of item `i` of a fast-tokenizer BatchEncoding before its response: the index of the first token
     holding response text (a text pair's second text, a rendered text's [p_end, r_end) span)."""
-    if job.spans is None:
-        seq = enc.sequence_ids(i)
-        target = 1 if job.b is not None else 0
-        return seq.index(target) if target in seq else len(seq)
-    for c in range(*job.spans):  # the first response character inside a token (whitespace may lie in none)
-        t = enc.char_to_token(i, c)
+    if job.spans is not None:
+        seq, chars = 0, range(*job.spans)
+    else:  # the response is the pair's second text, or the only one
+        seq, chars = (1, range(len(job.b))) if job.b is not None else (0, range(len(job.a)))
+    for c in chars:  # the first response character inside a token (whitespace may lie in none)
+        t = enc.char_to_token(i, c, sequence_index=seq)
         if t is not None:
             return t
     return len(enc["input_ids"][i])
