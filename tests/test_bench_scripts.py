@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from data_fixtures import VADER_FILES, write_vader
+from script_modules import load
 
 from rankrm.losses import LOSSES
 
@@ -43,6 +44,19 @@ def run_script(name: str, tmp_path: Path, vader_dir: Path | None, *extra: str) -
     assert "| " in result["markdown"] and "load average" in result["markdown"]
     assert len(result["machine"]["loadavg_1_5_15"]) == 3
     return result
+
+
+def test_vader_dir_comes_from_the_flag_the_env_or_the_data_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bc = load("scripts", "bench_common")
+    monkeypatch.delenv("RANKRM_VADER_DIR", raising=False)
+    monkeypatch.setenv("RANKRM_DATA_DIR", str(tmp_path))
+    assert bc.vader_dir(None) is None  # no folder under the data root: rankrm's lookup (user cache) decides
+    (tmp_path / "vader-human-sentiment").mkdir()
+    assert bc.vader_dir(None) == str(tmp_path / "vader-human-sentiment")
+    monkeypatch.setenv("RANKRM_VADER_DIR", "/elsewhere")
+    assert bc.vader_dir(None) == "/elsewhere" and bc.vader_dir("/flag") == "/flag"
 
 
 @pytest.mark.parametrize("ckpt", [(), ("--gradient-checkpointing",)])

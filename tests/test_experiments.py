@@ -3,13 +3,10 @@ CLI with a tiny backbone on tiny data; the runner resumes; the aggregator's inte
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,27 +14,15 @@ from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy import stats
+from script_modules import load
 
 from rankrm import CONF_DIR
 from rankrm.overrides import merge_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script_module(name: str) -> ModuleType:
-    """experiments/<name>.py as its siblings import it (`from common import ...`): experiments/ is a
-    folder of scripts, not a package, so each is loaded from its file under its bare name."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-common = _script_module("common")  # first: plots, aggregate and run import it
-_script_module("plots")  # aggregate imports it
-aggregate = _script_module("aggregate")
-runner = _script_module("run")
+common = load("experiments", "common")  # first: plots, aggregate and run import it
+load("experiments", "plots")  # aggregate imports it
+aggregate = load("experiments", "aggregate")
+runner = load("experiments", "run")
 
 NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
 from rankrm.overrides import hydra_value, to_overrides
 from rankrm.sweep.pruning import OptunaPruning
-from rankrm.sweep.runner import _finish, _settings, sweep
+from rankrm.sweep.runner import _child_command, _finish, _settings, sweep
 from rankrm.sweep.space import Objective, parse_objectives, parse_space, sample
 from rankrm.sweep.study import (
     PRUNED_ATTR,
@@ -194,6 +195,18 @@ def test_pruning_callback_reports_stops_and_parent_marks_pruned(tmp_path):
     assert frozen.intermediate_values == {1: 0.1} and frozen.user_attrs[PRUNED_ATTR] == 1
     _finish(study, bad, Outcome(0, {"val": {"ndcg": 0.1}}), [Objective("val/ndcg", "maximize")])
     assert study._storage.get_trial(bad._trial_id).state == TrialState.PRUNED
+
+
+def test_pruned_trial_command_builds_the_callback_for_its_trial(tmp_path):
+    """The overrides the sweep adds for the pruning callback are the callback's arguments, for this trial."""
+    s = _settings(_compose(tmp_path, "sweep=lr_pruned", f"dir={tmp_path / 'sw'}"))
+    trial = _study(tmp_path).ask()
+    cmd = _child_command(s, trial, {"optimizer.lr": 1e-4}, tmp_path / "trial")
+    prefix = "+callbacks.optuna_pruning."
+    args = dict(c[len(prefix) :].split("=", 1) for c in cmd if c.startswith(prefix))
+    assert args.pop("_target_") == "rankrm.sweep.pruning.OptunaPruning" and args["trial_number"] == str(trial.number)
+    assert set(args) == set(inspect.signature(OptunaPruning).parameters)
+    assert cmd[-1] == f"hydra.run.dir={hydra_value(str(tmp_path / 'trial'))}"
 
 
 def test_missing_objective_fails_the_trial_with_its_reason(tmp_path):
