@@ -1,8 +1,8 @@
 """The labelling page in a real browser (headless Chromium driven by Selenium).
 
 Open the page, rank a list with drag and drop and the keyboard (with a tie), save, kill and
-restart the server, see the next item, check the JSONL; an answer made of HTML shows as text; a
-second annotator's ranking gives an agreement row. Skips (one line) where Chromium is missing.
+restart the server, see the next item, check the JSONL; flag and skip by keyboard; an answer made
+of HTML shows as text; a second annotator's ranking gives an agreement row. Skips (one line) where Chromium is missing.
 
     python tests/test_label_browser.py URL OUT.png   # screenshot of a running page (docs/label.png)
 """
@@ -146,6 +146,7 @@ def test_rank_save_restart_resume_and_agree(tmp_path: Path) -> None:
     from rankrm.data.validate import DropLog
     from rankrm.label.agreement import same_order, tau_b
     from rankrm.label.ranking import aligned
+    from rankrm.label.store import sidecar
 
     data = tmp_path / "data"
     data.mkdir()
@@ -174,6 +175,10 @@ def test_rank_save_restart_resume_and_agree(tmp_path: Path) -> None:
             driver.get(url + "alice")  # restarted: the next unlabelled list, and the progress so far
             wait(driver, lambda d: cards(d) and shown_prompt(d) == LISTS[1]["prompt"])
             assert "Ranked 1 of 3 lists" in driver.page_source
+            keys(driver, "f", "s")  # flag it and skip it: the third list comes up, the skip is on file
+            wait(driver, lambda d: cards(d) and shown_prompt(d) == LISTS[2]["prompt"])
+            (skip,) = [json.loads(x) for x in sidecar(out, "skips").read_text().splitlines()]
+            assert skip["annotator"] == "alice" and skip["flagged"] is True
             driver.get(url + "bob")  # a second annotator starts at the first list and saves it as shown
             wait(driver, lambda d: cards(d) and shown_prompt(d) == EGG)
             keys(driver, Keys.ENTER)

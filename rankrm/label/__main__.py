@@ -54,17 +54,17 @@ def _check(cfg: DictConfig) -> None:
         raise RankrmError(f"server.port must be an integer in 1..65535, got {port!r}")
 
 
-def _read_items(cfg: DictConfig, out: Path, counts: Counter[str]) -> tuple[list[Item], Path | None]:
+def _read_items(cfg: DictConfig, out: Path, counts: Counter[str]) -> list[Item]:
     key = "prompts" if cfg.prompts else "lists" if cfg.lists else None
     if key is None:
-        return [], None
+        return []
     src = inside(cfg[key], cfg.paths.data_dir, key)
     if src == out:
         raise RankrmError(f"{key} and out are the same file ({src}): rankings go to a file of their own")
     items = read_prompts(src, counts) if key == "prompts" else read_lists(src, cfg.reader, counts)
     if not items:
         raise RankrmError(f"{key}={cfg[key]}: nothing to rank in it")
-    return items, src
+    return items
 
 
 def build(cfg: DictConfig) -> LabelSession:
@@ -75,7 +75,7 @@ def build(cfg: DictConfig) -> LabelSession:
     _check(cfg)
     out = inside(cfg.out, cfg.paths.data_dir, "out")
     counts: Counter[str] = Counter()
-    items, _ = _read_items(cfg, out, counts)
+    items = _read_items(cfg, out, counts)
     if cfg.threads:
         import torch
 
@@ -118,7 +118,7 @@ def _people(session: LabelSession) -> list[dict[str, Any]]:
                 "ranked": f"{len(anns)}/{len(ids)}" if ids else len(anns),
                 "skipped": skips.get(who, 0),
                 "flagged": sum(bool(a.get("flagged")) for a in anns),
-                "median s": round(statistics.median(secs), 1) if secs else None,
+                "median s": f"{statistics.median(secs):.1f}" if secs else None,
             }
         )
     return rows
@@ -165,6 +165,9 @@ def run(cfg: DictConfig) -> None:
     if importlib.util.find_spec("streamlit") is None:
         raise RankrmError("the labelling page needs Streamlit: pip install -e '.[label]'")
     from rankrm.label.server import Served, serve
+
+    if cfg.server.address not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("server.address=%s: anyone who can reach it can read and write the labels", cfg.server.address)
 
     if session.scorer is not None:
         log.info("scoring the known answers with the reward model %s", session.scorer.model_dir)

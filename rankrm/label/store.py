@@ -9,9 +9,11 @@ Three files, each one JSON object per line:
 
 Writes: one `os.write` of a whole line on an `O_APPEND` descriptor, then fsync, under a file lock
 (`<out>.lock`, `filelock`) that every process writing these files takes, plus a thread lock for
-the threads of one server. A process killed at any point has written its line or none of it. A
-line torn by a power loss (the file does not end in a newline) is moved to `<file>.torn` before the
-next append, so the file again holds only whole lines; readers never read past the last newline.
+the threads of one server: lines never interleave, none is lost. Signals do not interrupt a write
+to a regular file, except a fatal one: Linux may cut it short when the process is SIGKILLed or
+exits mid-copy, and a power loss may too. That torn last line has no newline; readers here stop at
+the last newline, and the next start or append moves it to `<file>.torn` first, so the file again
+holds only whole lines.
 
 Reads are incremental (each file's byte offset is kept), so a save costs the new lines only.
 Memory: every record is kept in memory (O(lines)); time per save O(lines written since the last read).

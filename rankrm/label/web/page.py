@@ -52,6 +52,14 @@ def annotator_box() -> str:
     return name
 
 
+def table(title: str, rows: list[dict[str, Any]], empty: str) -> None:
+    st.sidebar.subheader(title)
+    if rows:
+        st.sidebar.table(shown(rows))
+    else:
+        st.sidebar.text(empty)
+
+
 def sidebar(annotator: str) -> None:
     p = session.progress(annotator) if annotator else None
     if p:
@@ -60,19 +68,9 @@ def sidebar(annotator: str) -> None:
         st.sidebar.text(
             f"All annotators: {plural(p['rankings'], 'ranking')} by {plural(p['annotators'], 'person', 'people')}"
         )
-    st.sidebar.subheader("Agreement")
-    rows = session.agreement()
-    if rows:
-        st.sidebar.table(shown(rows))
-    else:
-        st.sidebar.text("Shown once two people ranked a list.")
+    table("Agreement", session.agreement(), "Shown once two people ranked a list.")
     if session.scorer is not None:
-        st.sidebar.subheader("Reward model vs people")
-        model_rows = session.model_rows()
-        if model_rows:
-            st.sidebar.table(shown(model_rows))
-        else:
-            st.sidebar.text("No ranking to compare yet.")
+        table("Reward model vs people", session.model_rows(), "No ranking to compare yet.")
     with st.sidebar.expander("This job"):
         st.text("\n".join(f"{k}: {v}" for k, v in served.about.items()))
 
