@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -255,10 +256,16 @@ def test_generated_answers_are_seeded_distinct_and_stored_for_everyone(tmp_path:
     s = LabelSession(prompts, LabelStore(out), k=3, generator=gen)
     stored = s.answers(prompts[0])
     assert len(stored) == 3 and s.answers(prompts[0]) == stored
-    other = LabelSession(prompts, LabelStore(out), k=3)  # another process, no generator: the stored answers
-    assert other.answers(prompts[0]) == stored
+    s.prefetch("ann")  # the next item of ann's queue is generated in the background
+    deadline = time.time() + 120
+    while prompts[1].id not in s.store.answers and time.time() < deadline:
+        time.sleep(0.1)
+        s.store.refresh()
+    assert len(s.store.answers[prompts[1].id]) == 3
+    other = LabelSession([*prompts, Item("p-3", "p3", None, None, "p:3")], LabelStore(out), k=3)
+    assert other.answers(prompts[0]) == stored  # another process without a generator: the stored answers
     with pytest.raises(RankrmError, match="no generator"):
-        other.answers(prompts[1])
+        other.answers(other.items[2])
     with pytest.raises(RankrmError, match="unknown sampling field"):
         Generator(spec, {"temprature": 1.0})
 

@@ -90,7 +90,7 @@ def label_server(cwd: Path, port: int, *args: str) -> Iterator[subprocess.Popen[
         log.close()
 
 
-def wait(driver: Any, what: Any, timeout: float = 30) -> Any:
+def wait(driver: Any, what: Any, timeout: float = 90) -> Any:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import random
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rankrm.errors import RankrmError
@@ -74,7 +74,8 @@ class LabelSession:
         self._lock = threading.Lock()
         self._order: tuple[tuple[int, int], list[Item]] | None = None
         self._pending: set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankrm-prefetch")
+        self._jobs: queue.Queue[Item] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     # --- answers ---------------------------------------------------------------------------
     def known_answers(self, item: Item) -> tuple[str, ...] | None:
@@ -104,16 +105,22 @@ class LabelSession:
                 if it.id in self._pending:
                     continue
                 self._pending.add(it.id)
-            self._pool.submit(self._prefetch_one, it)
+                if self._worker is None:
+                    # A daemon thread: Ctrl+C stops the server at once, not after the generation in progress.
+                    self._worker = threading.Thread(target=self._prefetch_loop, name="rankrm-prefetch", daemon=True)
+                    self._worker.start()
+            self._jobs.put(it)
 
-    def _prefetch_one(self, item: Item) -> None:
-        try:
-            self.answers(item)
-        except Exception as e:  # shown again, with its message, when the item comes up on the page
-            log.warning("prefetch of %s failed: %s", item.id, e)
-        finally:
-            with self._lock:
-                self._pending.discard(item.id)
+    def _prefetch_loop(self) -> None:
+        while True:
+            item = self._jobs.get()
+            try:
+                self.answers(item)
+            except Exception as e:  # shown again, with its message, when the item comes up on the page
+                log.warning("prefetch of %s failed: %s", item.id, e)
+            finally:
+                with self._lock:
+                    self._pending.discard(item.id)
 
     # --- the reward model ------------------------------------------------------------------
     def _score(self, items: Sequence[Item]) -> None:
