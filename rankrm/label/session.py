@@ -73,6 +73,7 @@ class LabelSession:
         self.model_scores: dict[str, list[float]] = {}
         self._lock = threading.Lock()
         self._order: tuple[tuple[int, int], list[Item]] | None = None
+        self._tables: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
         self._pending: set[str] = set()
         self._jobs: queue.Queue[Item] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -218,8 +219,20 @@ class LabelSession:
         rec = {"item": item.id, "annotator": annotator, "time": now_iso(), "flagged": bool(flagged)}
         self.store.add_skip({**rec, "note": str(note)[:NOTE_MAX]})
 
+    def _cached(self, name: str, compute: Any) -> list[dict[str, Any]]:
+        """Tables recomputed only when a ranking or a model score arrived (every page view asks)."""
+        self.store.refresh()
+        key = (name, self.store.version, len(self.model_scores))
+        with self._lock:
+            if key not in self._tables:
+                self._tables = {k: v for k, v in self._tables.items() if k[0] != name}
+                self._tables[key] = compute()
+            return self._tables[key]
+
     def agreement(self) -> list[dict[str, Any]]:
-        return annotator_agreement(self.store.rankings)
+        return self._cached("people", lambda: annotator_agreement(self.store.rankings))
 
     def model_rows(self) -> list[dict[str, Any]]:
-        return model_agreement(self.store.rankings, self.model_scores) if self.scorer else []
+        if self.scorer is None:
+            return []
+        return self._cached("model", lambda: model_agreement(self.store.rankings, self.model_scores))
