@@ -118,15 +118,15 @@ def test_annotator_agreement_table(tmp_path: Path) -> None:
         taus = [t for i in shared if not math.isnan(t := slow_tau_b(views[a][i], views[b][i]))]
         exact = sum(dense_ranks(views[a][i]) == dense_ranks(views[b][i]) for i in shared)
         row = rows[f"{a} / {b}"]
-        assert row["shared lists"] == len(shared) and row["tau defined on"] == len(taus)
-        assert row["Kendall tau-b"] == (round(sum(taus) / len(taus), 3) if taus else None)
-        assert row["exact order"] == round(exact / len(shared), 3)
+        assert row["lists"] == len(shared) and row["tau on"] == len(taus)
+        assert row["tau-b"] == (round(sum(taus) / len(taus), 3) if taus else None)
+        assert row["exact"] == round(exact / len(shared), 3)
         pooled_taus += taus
         pooled_exact += exact
         pooled_n += len(shared)
-    assert rows["all pairs"]["shared lists"] == pooled_n
-    assert rows["all pairs"]["Kendall tau-b"] == round(sum(pooled_taus) / len(pooled_taus), 3)
-    assert rows["all pairs"]["exact order"] == round(pooled_exact / pooled_n, 3)
+    assert rows["all pairs"]["lists"] == pooled_n
+    assert rows["all pairs"]["tau-b"] == round(sum(pooled_taus) / len(pooled_taus), 3)
+    assert rows["all pairs"]["exact"] == round(pooled_exact / pooled_n, 3)
     ks = {i: len(store.rankings[item(i).id][w]["responses"]) for i in range(12) for w in views if i in views[w]}
     model = {item(i).id: [rng.gauss(0, 1) for _ in range(k)] for i, k in ks.items()}
     assert model_agreement(store.rankings, {}) == []
@@ -134,7 +134,7 @@ def test_annotator_agreement_table(tmp_path: Path) -> None:
         who = row["annotators"].removeprefix("reward model / ")
         taus = [slow_tau_b(model[item(i).id], x) for i, x in views[who].items()]
         taus = [t for t in taus if not math.isnan(t)]
-        assert row["shared lists"] == len(views[who]) and row["Kendall tau-b"] == round(sum(taus) / len(taus), 3)
+        assert row["lists"] == len(views[who]) and row["tau-b"] == round(sum(taus) / len(taus), 3)
 
 
 WRITER = """
@@ -308,4 +308,4 @@ def test_a_reward_model_puts_the_lists_it_disagrees_with_first(tmp_path: Path) -
     saved, tau = s.save(items[1], [0, 1, 2, 3], [False] * 4, "ann", 1.0)
     assert saved and tau == pytest.approx(slow_tau_b(s.model_scores[items[1].id], [3.0, 2.0, 1.0, 0.0]))
     (row,) = s.model_rows()
-    assert row["annotators"] == "reward model / ann" and row["shared lists"] == 2
+    assert row["annotators"] == "reward model / ann" and row["lists"] == 2

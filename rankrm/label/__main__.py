@@ -132,7 +132,8 @@ def summary(session: LabelSession) -> str:
         lines.append(f"items in the input: {len(session.items)}")
     lines += ["", *(_table(_people(session)) or ["no rankings yet"])]
     agreement = session.agreement()
-    lines += ["", "agreement on the lists both ranked (Kendall tau-b; exact order = same order and ties):"]
+    lines += ["", "agreement on the lists both ranked (lists; tau-b: mean Kendall tau-b over the lists where it is"]
+    lines += ["defined, `tau on`; exact: share of lists in the same order with the same ties):"]
     lines += _table(agreement) or ["no list ranked by two annotators yet"]
     if session.scorer is not None:
         session.score_known()

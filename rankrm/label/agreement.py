@@ -53,12 +53,13 @@ class PairStats:
         self.exact += same_order(x, y)
 
     def row(self) -> dict[str, Any]:
+        # Short column names: the table fits the page's sidebar.
         return {
             "annotators": f"{self.a} / {self.b}",
-            "shared lists": self.lists,
-            "Kendall tau-b": round(sum(self.taus) / len(self.taus), 3) if self.taus else None,
-            "tau defined on": len(self.taus),
-            "exact order": round(self.exact / self.lists, 3) if self.lists else None,
+            "lists": self.lists,  # items both ranked
+            "tau-b": round(sum(self.taus) / len(self.taus), 3) if self.taus else None,  # mean Kendall tau-b
+            "tau on": len(self.taus),  # lists where tau-b is defined (neither side tied everything)
+            "exact": round(self.exact / self.lists, 3) if self.lists else None,  # share in the same order and ties
         }
 
 
