@@ -210,6 +210,9 @@ def test_inputs_ids_and_the_data_dir_guard(tmp_path: Path) -> None:
     lists = read_lists(write_jsonl(data / "l.jsonl", rows), "jsonl", counts)
     assert len(lists) == 1 and lists[0].responses == ("b", "a") and lists[0].reference == (1.0, 0.0)
     assert counts["repeated_answers"] == 2 and counts["repeated_lists"] == 1 and counts["single_answer_lists"] == 1
+    (data / "s.tsv").write_text("best\tmiddle\tworst\n", encoding="utf-8")  # the seed article's format
+    (tsv,) = read_lists(data / "s.tsv", "seed_tsv", counts)
+    assert tsv.prompt is None and tsv.responses == ("best", "middle", "worst") and tsv.reference == (2.0, 1.0, 0.0)
     assert inside(data / "p.txt", data, "prompts") == (data / "p.txt").resolve()
     (data / "link").symlink_to(tmp_path)
     for outside in (tmp_path / "x.txt", data / ".." / "x.txt", data / "link" / "x.txt"):

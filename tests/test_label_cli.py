@@ -34,7 +34,7 @@ def label_cli(args: list[str], cwd: Path, module: str = "rankrm.label") -> subpr
         (["prompts=data/p.txt", "lists=data/p.txt"], "not both"),
         ([], "give prompts=FILE"),
         (["prompts=data/p.txt", "k=1"], "k must be an integer >= 2"),
-        (["lists=data/p.txt", "reader=csv"], "reader must be one of jsonl, seed_tsv, trl_pairs, oasst"),
+        (["lists=data/p.txt", "reader=csv"], "lists=.*p.txt reader=csv: data.source.reader.*csv"),
         (["prompts=data/p.txt", "mode=serve_now"], "mode must be one of serve, summary, generate"),
         (["prompts=data/missing.txt"], "data file not found"),
         (["prompts=data/p.txt", "out=data/p.txt"], "same file"),
@@ -57,7 +57,7 @@ def test_bad_config_is_refused_before_anything_loads(
     monkeypatch.setenv("RANKRM_DATA_DIR", "data")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("label", overrides=args)
-    with pytest.raises(RankrmError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(RankrmError, match=message):
         build(cfg)
 
 

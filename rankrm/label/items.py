@@ -17,9 +17,7 @@ from typing import Any
 
 from rankrm.data.records import Prompt
 from rankrm.data.validate import DropLog, RecordError, check_file, check_prompt, iter_lines, parse_json_object
-from rankrm.errors import RankrmError
-
-LIST_READERS = ("jsonl", "seed_tsv", "trl_pairs", "oasst")  # the file readers of rankrm.data.readers
+from rankrm.errors import DataError, RankrmError
 
 
 @dataclass(frozen=True)
@@ -76,15 +74,18 @@ def read_prompts(path: Path, counts: Counter[str]) -> list[Item]:
 
 
 def read_lists(path: Path, reader: str, counts: Counter[str]) -> list[Item]:
-    """Lists from a rankrm file reader, to rank again; repeated texts in a list and repeated lists merged."""
-    from rankrm.data.readers import FILE_READERS
+    """Lists read by any rankrm reader (`read_source`, all in one split), to rank again; repeated
+    texts in a list and repeated lists merged (counted)."""
+    from rankrm.data.sources import read_source
 
-    if reader not in LIST_READERS:
-        raise RankrmError(f"reader must be one of {', '.join(LIST_READERS)}, got {reader!r}")
-    read = FILE_READERS[reader](path, DropLog())
-    counts.update(read.counts)
+    try:
+        read = read_source({"reader": reader, "path": str(path), "fractions": [1.0, 0.0, 0.0]}, seed=0)
+    except DataError:
+        raise
+    except RankrmError as e:  # the reader's config message names data.source: say which label keys it was
+        raise RankrmError(f"lists={path} reader={reader}: {e}") from None
     items: dict[str, Item] = {}
-    for rl in read.lists:
+    for rl in read.splits["train"]:
         first: dict[str, float] = {}
         for text, label in zip(rl.responses, rl.labels):
             first.setdefault(text, label)  # same text, same label: the reader allows it; keep one
