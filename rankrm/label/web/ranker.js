@@ -141,7 +141,9 @@ export default function (component) {
     card.appendChild(head);
     card.appendChild(el("div", "rrm-text", texts.get(id)));
     card.addEventListener("pointerdown", (e) => {
-      if (e.button === 0 && !e.target.closest("button") && !state.sent) startDrag(id, e);
+      // A mouse drags from anywhere on the card; a finger or pen from the handle (elsewhere it scrolls).
+      const fromHandle = e.pointerType === "mouse" || e.target.closest(".rrm-handle");
+      if (e.button === 0 && fromHandle && !e.target.closest("button") && !state.sent) startDrag(id, e);
     });
     card.addEventListener("focus", () => {
       state.focus = state.order.indexOf(id);
