@@ -97,16 +97,18 @@ def _trainer(cfg: DictConfig, out_dir: Path) -> Any:
     )
 
 
-def _reward_norm(module: Any, dm: Any) -> dict[str, Any]:
-    """Normalise the model's rewards to mean 0, std 1 over all of val (the same on every rank)."""
+def _reward_stats(module: Any, dm: Any, normalize: bool) -> dict[str, Any]:
+    """Mean and std of the model's raw scores over all of val (the same on every rank), recorded with the
+    export for RL; with backbone.normalize_rewards they become the model's norm (mean 0, std 1 on val)."""
     from torch.utils.data import DataLoader
 
     from rankrm.module import reference_stats
 
     val = DataLoader(dm.datasets["val"], batch_sampler=dm.sampler("val"), collate_fn=dm.collator)
     mean, std = reference_stats(module, val)
-    module.model.set_reward_norm(mean, std)
-    return {"mean": mean, "std": std, "reference": "val"}
+    if normalize:
+        module.model.set_reward_norm(mean, std)
+    return {"split": "val", "n": sum(e.k for e in dm.datasets["val"]), "mean": mean, "std": std}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -145,8 +147,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
     encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
     metrics = _final_metrics(trainer, module, dm, cfg)
-    if cfg.backbone.get("normalize_rewards"):
-        metrics["reward_norm"] = _reward_norm(module, dm)
+    normalize = bool(cfg.backbone.get("normalize_rewards"))
+    if cfg.export or normalize:  # one more pass over val; the export records the scale for RL
+        metrics["reward_stats"] = _reward_stats(module, dm, normalize)
+    if normalize:
+        metrics["reward_norm"] = {k: metrics["reward_stats"][k] for k in ("mean", "std")} | {"reference": "val"}
     metrics.update(
         data=dm.stats,
         params={"total": n_all, "trainable": n_train},
@@ -159,20 +164,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         wall_time_s=round(time.time() - start, 2),
     )
     if trainer.is_global_zero:
-        metrics["export"] = _export(cfg, module, tokenizer, out_dir)
+        metrics["export"] = _export(cfg, module, tokenizer, dm, metrics, out_dir)
         atomic_write_json(out_dir / "metrics.json", metrics)
         log.info("wrote %s", out_dir / "metrics.json")
     return metrics
 
 
-def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str | None:
+def _export(
+    cfg: DictConfig, module: Any, tokenizer: Any, dm: Any, metrics: dict[str, Any], out_dir: Path
+) -> str | None:
     """Export to <run dir>/model; an unsupported pooling is reported, not fatal: the checkpoint stays."""
     if not cfg.export:
         return None
     from rankrm.export import export_model
+    from rankrm.export.card import run_summary
 
     try:
-        return str(export_model(module.model, tokenizer, out_dir / "model"))
+        return str(export_model(module.model, tokenizer, out_dir / "model", dm.input_format, run_summary(cfg, metrics)))
     except RankrmError as e:
         log.warning("export skipped: %s", e)
         return f"skipped: {e}"

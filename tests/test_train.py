@@ -103,8 +103,11 @@ def test_head_only_trains_the_head_alone(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_exported_model_scores_like_the_checkpoint(tmp_path: Path) -> None:
-    """The run's export, reloaded by transformers, gives the scores `rankrm.score` prints."""
-    run_dir, proc = tiny_run(tmp_path, "tiny_bert", "test=false")
+    """The run's export, reloaded by transformers, gives the scores `rankrm.score` prints; it records the val
+    reward statistics (`rankrm.score --stats` on the val file gives them again) and has a model card."""
+    val = write_jsonl(tmp_path / "val.jsonl", strict_rows(12, k=4))
+    split = [f"data.source.train={tmp_path / 'lists.jsonl'}", f"data.source.val={val}", "data.source.path=null"]
+    run_dir, proc = tiny_run(tmp_path, "tiny_bert", "test=false", *split)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -118,6 +121,15 @@ def test_exported_model_scores_like_the_checkpoint(tmp_path: Path) -> None:
     rows = [line.split("\t") for line in ranked.stdout.strip().splitlines()]  # rank, score, text
     assert [r[2] for r in rows] == [texts[i] for i in expected.argsort(descending=True).tolist()]
     assert [float(r[1]) for r in rows] == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-5)
+    meta = json.loads((run_dir / "model" / "rankrm.json").read_text())
+    assert meta["input_format"] == {"prompt_joiner": ""} and meta["reward_stats"]["n"] == 12 * 4
+    stats = run_cli([str(run_dir / "model"), "--stats", str(val)], tmp_path, module="rankrm.score")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["mean"] == pytest.approx(meta["reward_stats"]["scores"]["mean"], abs=1e-5)
+    assert json.loads(stats.stdout)["std"] == pytest.approx(meta["reward_stats"]["scores"]["std"], abs=1e-5)
+    card = (run_dir / "model" / "README.md").read_text()
+    pair_acc = json.loads((run_dir / "metrics.json").read_text())["val"]["pair_acc"]
+    assert f"pair_acc {pair_acc:.4f}" in card and "## Use it" in card and "rankrm.reward_function" in card
 
 
 def test_every_group_option_composes() -> None:
