@@ -49,15 +49,20 @@ HEAD_ATTR = {"pooler": "classifier", "last_token": "score"}
 CHECK_TEXTS = ["a short answer", "This is a somewhat longer answer, with a comma and more words!", "好的"]
 
 
-def check_exportable(model: RewardModel) -> None:
-    """Raise RankrmError if `model` cannot be exported (call it before training to fail early)."""
-    if model.pooling not in HEAD_ATTR:
+def check_exportable_head(pooling: str, head_bias: bool) -> None:
+    """The export rules a config decides (pooling, head bias): preflight checks them before training."""
+    if pooling not in HEAD_ATTR:
         raise RankrmError(
-            f"cannot export pooling '{model.pooling}': transformers has no ForSequenceClassification head for it. "
+            f"cannot export pooling '{pooling}': transformers has no ForSequenceClassification head for it. "
             "Export supports pooling=pooler (BERT/ERNIE encoders) and pooling=last_token (decoders)"
         )
-    if model.pooling == "last_token" and model.head.bias is not None:
+    if pooling == "last_token" and head_bias:
         raise RankrmError("decoder heads in transformers have no bias: train with backbone.head_bias=false to export")
+
+
+def check_exportable(model: RewardModel) -> None:
+    """Raise RankrmError if `model` cannot be exported (train.py calls it once the model is built)."""
+    check_exportable_head(model.pooling, model.head.bias is not None)
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as NAMES
 
     config = model.base_model.config

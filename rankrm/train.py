@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from rankrm import CONF_DIR
+from rankrm.config.cli import hydra_runner
 from rankrm.errors import RankrmError
 from rankrm.io import atomic_write_json
 from rankrm.preflight import preflight
@@ -97,6 +100,39 @@ def _trainer(cfg: DictConfig, out_dir: Path) -> Any:
     )
 
 
+# What gloo / NCCL say in the surviving ranks' next collective when a peer process has died.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+@contextmanager
+def _peer_loss_is_one_line(trainer: Any, out_dir: Path) -> Iterator[None]:
+    """A DDP rank that dies (killed, out of memory) makes the others fail in their next collective with a
+    long traceback: say instead which rank was lost and how to continue."""
+    try:
+        yield
+    except RuntimeError as e:
+        if trainer.world_size < 2 or not any(s in str(e) for s in PEER_LOST):
+            raise
+        # Rank 0 launched the other local ranks (Lightning's subprocess launcher): it can see which one ended.
+        procs = getattr(trainer.strategy.launcher, "procs", None) or []
+        ended = [(i + 1, p.returncode) for i, p in enumerate(procs) if p.poll() is not None]
+        if ended:
+            rank, code = ended[0]
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            lost = f"DDP rank {rank} was lost ({how})"
+        else:
+            other = f"rank {1 - trainer.global_rank}" if trainer.world_size == 2 else "another rank"
+            lost = f"DDP {other} was lost (its process ended; see its log)"
+        last = out_dir / "checkpoints" / "last.ckpt"
+        then = (
+            f"run the same command with resume=true (same hydra.run.dir) to continue from {last}"
+            if last.is_file()
+            else "no checkpoint was written yet: run the command again "
+            "(callbacks.step_checkpoint.every_n_train_steps=N writes one every N steps)"
+        )
+        raise RankrmError(f"{lost}, so rank {trainer.global_rank} stopped too: {then}") from None
+
+
 def _reward_norm(module: Any, dm: Any) -> dict[str, Any]:
     """Normalise the model's rewards to mean 0, std 1 over all of val (the same on every rank)."""
     from torch.utils.data import DataLoader
@@ -127,6 +163,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
 
     model, tokenizer = build_reward_model(cfg.backbone)
+    if cfg.export:  # what only the built model tells (e.g. a model type transformers has no head class for)
+        from rankrm.export import check_exportable
+
+        check_exportable(model)
     dm = _build(cfg.data, "data", tokenizer=tokenizer, seed=cfg.seed, preread=data)
     dm.setup("fit")  # tokenise now: a data set emptied by the length filter fails before the trainer starts
     module = RankRMModule(
@@ -142,9 +182,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
 
     trainer = _trainer(cfg, out_dir)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
-    encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
-    metrics = _final_metrics(trainer, module, dm, cfg)
+    with _peer_loss_is_one_line(trainer, out_dir):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
+        encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
+        metrics = _final_metrics(trainer, module, dm, cfg)
     if cfg.backbone.get("normalize_rewards"):
         metrics["reward_norm"] = _reward_norm(module, dm)
     metrics.update(
@@ -178,14 +219,16 @@ def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str 
         return f"skipped: {e}"
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _task(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except RankrmError as e:
         print(f"rankrm: error: {e}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("val", {}).get("pair_acc")
+
+
+main = hydra_runner(_task, "train")  # the command line is checked first: a bad key or option is one line too
 
 
 if __name__ == "__main__":

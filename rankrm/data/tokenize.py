@@ -182,11 +182,6 @@ def encode_lists(
 ) -> tuple[list[EncodedList], dict[str, int]]:
     """Tokenise all lists (each response once). Returns the kept lists and counts:
     `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`."""
-    if overlong not in ("filter", "truncate") or truncation_side not in ("left", "right"):
-        raise RankrmError(
-            f"data.overlong must be filter|truncate and data.truncation_side left|right, "
-            f"got {overlong!r}, {truncation_side!r}"
-        )
     if overlong == "truncate" and max_length is not None and not getattr(tokenizer, "is_fast", False):
         raise RankrmError("data.overlong=truncate needs a fast tokenizer (offsets); use overlong=filter")
     jobs = [make_job(tokenizer, rl, r) for rl in lists for r in rl.responses]
