@@ -28,10 +28,11 @@ def validate(cfg: Any) -> None:
     for group in REQUIRED:
         if c.get(group) is None:
             raise RankrmError(f"the config has no {group}: pick one ({group}=<option of rankrm/conf/{group}/>)")
+    # The root first: groups take values from it (${paths.output_dir}), so a bad root value is named as such.
+    check_fields("", {k: v for k, v in c.items() if k != "hydra"}, Train, skip=GROUPS)
     for group, tp in GROUPS.items():
         if group in c:
             check(group, c[group], tp)
-    check_fields("", {k: v for k, v in c.items() if k != "hydra"}, Train, skip=GROUPS)
 
 
 def group_config(group: str, cfg: Any) -> dict[str, Any]:
