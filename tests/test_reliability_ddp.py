@@ -86,3 +86,42 @@ def test_two_ddp_ranks_train_like_one_process_with_the_global_batch(tmp_path: Pa
     writers = [name for name, text in logs.items() if "wrote " in text and "metrics.json" in text]
     assert len(logs) == 2 and writers == ["train.log"], logs.keys()
     assert (two / "model" / "model.safetensors").is_file() and not list(two.glob(".model.*"))
+
+
+@pytest.mark.slow
+def test_a_lost_rank_ends_the_run_in_one_line_that_says_how_to_resume(tmp_path: Path) -> None:
+    """Rank 1 dies (SIGKILL) at step 3: rank 0 stops within seconds, and instead of gloo's traceback
+    (`Connection reset by peer`) says which rank was lost and that resume=true continues."""
+    data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(40))
+    run_dir = tmp_path / "run"
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, env.get("PYTHONPATH")) if p)  # ddp_helpers
+    args = [
+        *COMMON,
+        f"data.source.path={data}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=2",
+        "callbacks.step_checkpoint.every_n_train_steps=1",  # a last.ckpt to resume from
+        "+callbacks.kill._target_=ddp_helpers.KillRank",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankrm.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.count("rankrm: error:") == 1, proc.stderr[-3000:]
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("rankrm: error:"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert line == (
+        "rankrm: error: DDP rank 1 was lost (killed by SIGKILL), so rank 0 stopped too: run the same command "
+        f"with resume=true (same hydra.run.dir) to continue from {last}"
+    ), line
+    assert last.is_file()
