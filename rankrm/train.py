@@ -145,6 +145,24 @@ def _reward_norm(module: Any, dm: Any) -> dict[str, Any]:
     return {"mean": mean, "std": std, "reference": "val"}
 
 
+def _module(cfg: DictConfig, model: Any) -> tuple[Any, dict[str, int]]:
+    """The LightningModule around `model`, and its parameter counts (logged)."""
+    from rankrm.module import RankRMModule
+
+    module = RankRMModule(
+        model,
+        cfg.loss.name,
+        OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        metric_cutoffs=tuple(cfg.metric_cutoffs),
+    )
+    n_all = sum(p.numel() for p in module.parameters())
+    n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
+    return module, {"total": n_all, "trainable": n_train}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and export one reward model; returns the content of metrics.json."""
     start = time.time()
@@ -154,7 +172,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     from rankrm.backbones import build_reward_model
-    from rankrm.module import RankRMModule
 
     _quiet_logging()
     if cfg.threads:
@@ -169,17 +186,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_exportable(model)
     dm = _build(cfg.data, "data", tokenizer=tokenizer, seed=cfg.seed, preread=data)
     dm.setup("fit")  # tokenise now: a data set emptied by the length filter fails before the trainer starts
-    module = RankRMModule(
-        model,
-        cfg.loss.name,
-        OmegaConf.to_container(cfg.loss.get("kwargs") or {}),
-        optimizer=hydra.utils.instantiate(cfg.optimizer),
-        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        metric_cutoffs=tuple(cfg.metric_cutoffs),
-    )
-    n_all = sum(p.numel() for p in module.parameters())
-    n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
+    module, params = _module(cfg, model)
 
     trainer = _trainer(cfg, out_dir)
     with _peer_loss_is_one_line(trainer, out_dir):
@@ -190,7 +197,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["reward_norm"] = _reward_norm(module, dm)
     metrics.update(
         data=dm.stats,
-        params={"total": n_all, "trainable": n_train},
+        params=params,
         train={
             "global_steps": trainer.global_step,
             "epochs": trainer.current_epoch,

@@ -43,9 +43,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return proc
 
 
-@pytest.mark.slow
-def test_wheel_runs_its_entry_points_from_an_empty_directory(tmp_path: Path) -> None:
-    # Build from a copy of what the wheel ships, so the build leaves nothing in the checkout.
+def install_wheel(tmp_path: Path, env: dict[str, str]) -> Path:
+    """Build the wheel from a copy of what it ships (the build leaves nothing in the checkout) and install
+    it into a fresh venv; returns the venv's site-packages."""
     src = tmp_path / "src"
     src.mkdir()
     for name in SHIPPED:
@@ -53,20 +53,26 @@ def test_wheel_runs_its_entry_points_from_an_empty_directory(tmp_path: Path) -> 
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(REPO / name, src / name)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     run([*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")], tmp_path, env)
     wheel = next((tmp_path / "dist").glob("rankrm-*.whl"))
-
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
-    py = venv / "bin" / "python"
+    py = tmp_path / "venv" / "bin" / "python"
+    run([sys.executable, "-m", "venv", "--without-pip", str(py.parents[1])], tmp_path, env)
     where_cmd = [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
     purelib = Path(run(where_cmd, tmp_path, env).stdout.strip())
     # The dependencies come from the test environment; its .pth files (an editable rankrm) are not read.
     (purelib / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     run([*pip, "--python", str(py), "install", "--no-deps", "--no-index", str(wheel)], tmp_path, env)
+    return purelib
+
+
+@pytest.mark.slow
+def test_wheel_runs_its_entry_points_from_an_empty_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    purelib = install_wheel(tmp_path, env)
+    venv = tmp_path / "venv"
+    py = venv / "bin" / "python"
 
     empty = tmp_path / "empty"
     empty.mkdir()

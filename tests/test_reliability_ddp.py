@@ -40,20 +40,20 @@ COMMON = [
 ]
 
 
+def run_cli(tmp_path: Path, *args: str, pythonpath: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m rankrm.train` with COMMON and `args`; `pythonpath` is put in front of the inherited one."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "rankrm.train", *COMMON, *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
 def train(tmp_path: Path, name: str, *extra: str) -> Path:
     data = tmp_path / "lists.jsonl"
     if not data.exists():  # 40 lists -> 32 train (4 global batches of 8), 4 val, 4 test
         write_jsonl(data, strict_rows(40))
     run_dir = tmp_path / name
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rankrm.train", *COMMON, f"data.source.path={data}", f"hydra.run.dir={run_dir}", *extra],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli(tmp_path, f"data.source.path={data}", f"hydra.run.dir={run_dir}", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -94,11 +94,7 @@ def test_a_lost_rank_ends_the_run_in_one_line_that_says_how_to_resume(tmp_path: 
     (`Connection reset by peer`) says which rank was lost and that resume=true continues."""
     data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(40))
     run_dir = tmp_path / "run"
-    tests_dir = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, env.get("PYTHONPATH")) if p)  # ddp_helpers
     args = [
-        *COMMON,
         f"data.source.path={data}",
         "trainer=ddp",
         "trainer.accelerator=cpu",
@@ -108,14 +104,7 @@ def test_a_lost_rank_ends_the_run_in_one_line_that_says_how_to_resume(tmp_path: 
         "+callbacks.kill._target_=ddp_helpers.KillRank",
         f"hydra.run.dir={run_dir}",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "rankrm.train", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli(tmp_path, *args, pythonpath=str(Path(__file__).resolve().parent))  # tests/: ddp_helpers
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and proc.stderr.count("rankrm: error:") == 1, proc.stderr[-3000:]
     line = next(x for x in proc.stderr.splitlines() if x.startswith("rankrm: error:"))
