@@ -104,6 +104,17 @@ def _trainer(cfg: DictConfig, out_dir: Path) -> Any:
 PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
 
 
+def _ended_ranks(procs: list[Any], wait_s: float = 10.0) -> list[tuple[int, int]]:
+    """(local rank, exit code) of the ranks rank 0 launched (Lightning's subprocess launcher) that have ended.
+    The peer's error can reach this rank before the peer's exit does: wait for it a little."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        ended = [(i + 1, p.returncode) for i, p in enumerate(procs) if p.poll() is not None]
+        if ended or not procs or time.monotonic() > deadline:
+            return ended
+        time.sleep(0.1)
+
+
 @contextmanager
 def _peer_loss_is_one_line(trainer: Any, out_dir: Path) -> Iterator[None]:
     """A DDP rank that dies (killed, out of memory) makes the others fail in their next collective with a
@@ -113,9 +124,7 @@ def _peer_loss_is_one_line(trainer: Any, out_dir: Path) -> Iterator[None]:
     except RuntimeError as e:
         if trainer.world_size < 2 or not any(s in str(e) for s in PEER_LOST):
             raise
-        # Rank 0 launched the other local ranks (Lightning's subprocess launcher): it can see which one ended.
-        procs = getattr(trainer.strategy.launcher, "procs", None) or []
-        ended = [(i + 1, p.returncode) for i, p in enumerate(procs) if p.poll() is not None]
+        ended = _ended_ranks(getattr(trainer.strategy.launcher, "procs", None) or [])
         if ended:
             rank, code = ended[0]
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
