@@ -18,6 +18,7 @@ import rankrm
 from rankrm import CONF_DIR
 from rankrm import export as export_mod
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.errors import RankrmError
 from rankrm.export import check_exportable, check_exportable_head, export_model
 from rankrm.model import RewardModel
@@ -36,7 +37,7 @@ HF_CLASS = {
 
 
 def build(name: str, **overrides: Any) -> tuple[RewardModel, Any]:
-    model, tok = build_reward_model(OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides))
+    model, tok = build_reward_model(OmegaConf.merge(load_option("backbone", name), overrides))
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a large head: scores differ visibly between texts
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=gen))

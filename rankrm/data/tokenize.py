@@ -134,12 +134,8 @@ def encode_lists(
     fmt: InputFormat = DEFAULT_FORMAT,
 ) -> tuple[list[EncodedList], dict[str, int]]:
     """Tokenise all lists (each response once). Returns the kept lists and counts:
-    `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`."""
-    if overlong not in ("filter", "truncate") or truncation_side not in ("left", "right"):
-        raise RankrmError(
-            f"data.overlong must be filter|truncate and data.truncation_side left|right, "
-            f"got {overlong!r}, {truncation_side!r}"
-        )
+    `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`. `overlong` is filter or
+    truncate, `truncation_side` left or right (the config's values are checked by its schema, rankrm.config)."""
     if overlong == "truncate" and max_length is not None and not getattr(tokenizer, "is_fast", False):
         raise RankrmError("data.overlong=truncate needs a fast tokenizer (offsets); use overlong=filter")
     jobs = [make_job(tokenizer, rl, r, fmt) for rl in lists for r in rl.responses]
