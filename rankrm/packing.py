@@ -13,7 +13,7 @@ Slot i attends to slot j iff both are in one group, j is in the shared prefix or
 or in its own segment, so positions restart per group and continue from the prompt's end. Each sequence
 thus sees the tokens, positions and token types it sees alone: its score is its unshared forward's, up
 to float rounding. Bidirectional encoders cannot share a prompt exactly (the prompt's states would depend
-on every response at once): `check_packing` refuses that.
+on every response at once): `rankrm.config.packing.check_packing` refuses that.
 
 How a kernel gets the layout (`KERNELS`, by transformers' `attn_implementation`):
 - `sdpa_varlen` (rankrm's, the default under packing): one row; each sequence's queries gathered with the
@@ -40,9 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rankrm.config.packing import VARLEN, check_packing
 from rankrm.errors import RankrmError
-
-PACKINGS = ("none", "lists", "shared_prompt")
 
 
 @dataclass(frozen=True)
@@ -220,17 +219,16 @@ class Kernel:
 
     build: Callable[[Layout, bool, torch.dtype, torch.device], Built]
     one_row: bool  # all groups in one row (no empty slot) instead of rows as wide as the longest group
-    shares_prefix: bool = True
 
 
 KERNELS: dict[str, Kernel] = {
     "sdpa": Kernel(dense_bool, one_row=False),
-    "sdpa_varlen": Kernel(varlen_blocks, one_row=True),
+    VARLEN: Kernel(varlen_blocks, one_row=True),
     "eager": Kernel(dense_additive, one_row=False),
     "flex_attention": Kernel(block_mask, one_row=True),
-    "flash_attention_2": Kernel(varlen, one_row=True, shares_prefix=False),
-    "flash_attention_3": Kernel(varlen, one_row=True, shares_prefix=False),
-    "flash_attention_4": Kernel(varlen, one_row=True, shares_prefix=False),
+    "flash_attention_2": Kernel(varlen, one_row=True),
+    "flash_attention_3": Kernel(varlen, one_row=True),
+    "flash_attention_4": Kernel(varlen, one_row=True),
 }
 
 
@@ -247,27 +245,12 @@ def kernel_for(attn_implementation: str | None) -> Kernel:
     )
 
 
-def check_packing(packing: str, causal: bool | None, attn_implementation: str | None = None) -> None:
-    """The config rule of `backbone.packing` (the config schema calls this): a known mode; `shared_prompt`
-    only where the backbone is causal (None: not known yet, checked again once built) and the kernel can
-    share a prefix."""
-    if packing not in PACKINGS:
-        raise RankrmError(f"backbone.packing={packing!r} is invalid: it must be one of {', '.join(PACKINGS)}")
-    if packing == "none":
-        if attn_implementation == "sdpa_varlen":
-            raise RankrmError("backbone.attn_implementation=sdpa_varlen needs backbone.packing=lists or shared_prompt")
-        return
-    kernel = kernel_for(attn_implementation)
-    if packing == "shared_prompt" and causal is False:
-        raise RankrmError(
-            "backbone.packing=shared_prompt needs a decoder (causal attention): an encoder's prompt tokens "
-            "attend to the response, so sharing them would change the model; use packing=lists"
-        )
-    if packing == "shared_prompt" and not kernel.shares_prefix:
-        raise RankrmError(
-            f"backbone.packing=shared_prompt cannot run on attn_implementation={attn_implementation} (flash-attn "
-            "varlen has no shared prefix): use sdpa or flex_attention, or packing=lists"
-        )
+def check_model(packing: str, causal: bool, attn_implementation: str | None) -> None:
+    """The packing rules (`rankrm.config.packing.check_packing`) on a built model, whose attention says what
+    its config could not, and a kernel that packing can drive."""
+    check_packing(packing, causal, attn_implementation)
+    if packing != "none":
+        kernel_for(attn_implementation)
 
 
 @dataclass(frozen=True)

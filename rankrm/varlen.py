@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rankrm.config.packing import VARLEN as NAME
 from rankrm.errors import RankrmError
 from rankrm.packing import Built, Layout
-
-NAME = "sdpa_varlen"
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
+# sibling modules: `python scripts/x.py` puts scripts/ on the path
+import bench_common as bc
+import bench_measure as bm
 
 SYSTEMS: dict[str, list[str]] = {
     "none": ["backbone.packing=none"],
@@ -80,19 +81,20 @@ EQUAL_COLUMNS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bc.common_args(p, train_help="train lists of each throughput run (the first of the pool)")
-    p.set_defaults(max_length=None)  # per data set: 512 (OASST dialogues), 128 (VADER)
-    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: prepare the data, or run TRL
+    p = bc.parser(
+        __doc__,
+        f"{bc.VADER_OPTIONS} threads",
+        train_lists=(200, "train lists of each throughput run (the first of the pool)"),
+        max_length=(None, "data.max_length; default per data set: 512 (OASST dialogues), 128 (VADER)"),
+        k=(4, "VADER: responses per list"),
+        val_lists=(100, "VADER: val lists"),
+        lists_per_batch=(4, "batch in lists (TRL: x its pairs per list)"),
+        repeats=(3, "throughput runs per system; medians are reported"),
+    )
     p.add_argument("--data", choices=["oasst", "vader"], default="oasst")
     p.add_argument("--oasst-path", default=None, help="OASST trees JSONL (default under $RANKRM_DATA_DIR)")
-    p.add_argument("--k", type=int, default=4, help="VADER: responses per list")
     p.add_argument("--pool-lists", type=int, default=600, help="VADER: train pool the equal-time runs draw from")
-    p.add_argument("--val-lists", type=int, default=100, help="VADER: val lists")
-    p.add_argument("--lists-per-batch", type=int, default=4, help="batch in lists (TRL: x its pairs per list)")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (all systems)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per system")
-    p.add_argument("--repeats", type=int, default=3, help="throughput runs per system; medians are reported")
     p.add_argument("--systems", nargs="+", default=["none", "lists", "shared_prompt", "trl"], choices=list(SYSTEMS))
     p.add_argument("--trainer", choices=["cpu", "gpu"], default="cpu", help="gpu: trainer=gpu, bf16 on both sides")
     p.add_argument("--no-equal-time", action="store_true", help="skip the equal-wall-time accuracy runs")
@@ -105,8 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def oasst_path(flag: str | None) -> str:
-    """`--oasst-path`, else the copy under $RANKRM_DATA_DIR (paths.data_dir's env var; default `data`)."""
-    return flag or str(Path(os.environ.get("RANKRM_DATA_DIR", "data")) / "oasst-en100-ranked" / "en_100_tree.jsonl")
+    """`--oasst-path`, else the copy under the data root ($RANKRM_DATA_DIR, `rankrm.paths`)."""
+    from rankrm.paths import data_root
+
+    return flag or str(data_root() / "oasst-en100-ranked" / "en_100_tree.jsonl")
 
 
 # ---------------------------------------------------------------- parent side (no torch: see bench_common)
@@ -115,19 +119,13 @@ def oasst_path(flag: str | None) -> str:
 def rankrm_run(args: argparse.Namespace, system: str, name: str, data: dict[str, Any], train: str) -> dict[str, Any]:
     """One rankrm training run through the CLI; adds the tokens it encoded (metrics.json)."""
     workdir = Path(data["workdir"])
+    lists = {"train": train, "val": data["val"], "test": data["val"]}
     overrides = [
-        f"backbone={args.backbone}",
+        *bc.data_overrides(args.backbone, "ranklist", lists, args.seed, args.lists_per_batch, args.max_length),
         "backbone.dropout=0.0",  # TRL's default (disable_dropout); also makes the three modes train alike
         *SYSTEMS[system],
-        "data=jsonl",
-        f"data.source.train={train}",
-        f"data.source.val={data['val']}",
-        f"data.source.test={data['val']}",
-        f"data.max_length={args.max_length}",
         "data.overlong=filter",
-        f"data.batch_size={args.lists_per_batch}",
         f"optimizer.lr={args.lr}",
-        f"seed={args.seed}",
         *(["trainer=gpu"] if args.trainer == "gpu" else []),
     ]
     res = bc.run_rankrm_cli(name, overrides, workdir, args.threads, val_file=data["val"], max_length=args.max_length)
@@ -153,7 +151,7 @@ def trl_run(args: argparse.Namespace, name: str, data: dict[str, Any], train: st
         "train": train,
         "val": data["val"],
     }
-    return bc.run_worker("bench_trl.py", spec, Path(data["workdir"]), args.threads)
+    return bc.run_worker("bench_trl:trl_worker", spec, Path(data["workdir"]), args.threads)
 
 
 def run(args: argparse.Namespace, system: str, name: str, data: dict[str, Any], n_lists: int) -> dict[str, Any]:
@@ -212,15 +210,13 @@ def equal_time(args: argparse.Namespace, rows: list[dict[str, Any]], data: dict[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker:  # the data preparation (TRL runs in scripts/bench_trl.py's worker)
-        return bc.serve_worker(args.worker, prepare_worker)
     if "trl" in args.systems and importlib.util.find_spec("trl") is None:
         raise SystemExit("TRL is not installed: pip install -e '.[bench]' (or leave trl out of --systems)")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_packing_"))
     workdir.mkdir(parents=True, exist_ok=True)
     info = bc.machine_info(args.threads)
     spec = {**vars(args), "name": "prepare", "oasst_path": oasst_path(args.oasst_path)}
-    data = bc.run_worker("bench_packing.py", spec, workdir, args.threads)
+    data = bc.run_worker("bench_packing:prepare_worker", spec, workdir, args.threads)
     if data["pool_lists"] < args.train_lists:
         raise SystemExit(f"only {data['pool_lists']} train lists fit in {args.max_length} tokens")
     systems = [
@@ -256,16 +252,15 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- worker side (child process)
 
 
-def tokenizer_of(backbone: str) -> Any:
-    """The tokenizer `rankrm.train` builds for `conf/backbone/<backbone>.yaml` (GGUF converted once, cached)."""
-    from omegaconf import OmegaConf
-
-    from rankrm import CONF_DIR
-    from rankrm.backbones import backbone_config, load_tokenizer
+def tokenizer_of(backbone: str) -> tuple[Any, dict[str, Any]]:
+    """The tokenizer `rankrm.train` builds for `backbone=<backbone>` (GGUF converted once, cached), and the
+    backbone config."""
+    from rankrm.backbones import load_tokenizer
+    from rankrm.config import group_config, load_option
     from rankrm.convert.gguf import gguf_to_cache
     from rankrm.locate import resolve_name_or_path
 
-    c = backbone_config(OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml"))
+    c = group_config("backbone", load_option("backbone", backbone))
     path = resolve_name_or_path(c["name_or_path"])
     return load_tokenizer(gguf_to_cache(Path(path), c["gguf_file"]) if c["gguf_file"] else path, c), c
 
@@ -284,7 +279,7 @@ def read_splits(spec: dict[str, Any]) -> tuple[list[Any], list[Any]]:
             Path(spec["workdir"]) / "vader",
             spec["min_gap"],
         )
-        return bc.read_lists(files["train"]), bc.read_lists(files["val"])
+        return bm.read_lists(files["train"]), bm.read_lists(files["val"])
     from rankrm.data.sources import read_source
 
     splits = read_source({"reader": "oasst", "path": spec["oasst_path"]}, spec["seed"]).splits
@@ -295,13 +290,16 @@ def read_splits(spec: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 
 def prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Read the lists, keep those that fit, write pool.jsonl / val.jsonl; token counts of the train lists."""
-    from rankrm.backbones import config_causal
+    from rankrm.config import load_option
+    from rankrm.config.packing import config_causal
     from rankrm.data.tokenize import encode_lists
+    from rankrm.inputs import InputFormat
 
     tok, c = tokenizer_of(spec["backbone"])
+    fmt = InputFormat(joiner=load_option("data", "jsonl").prompt_joiner)  # as the runs' data=jsonl joins
     out, facts = {}, {}
     for split, lists in zip(("pool", "val"), read_splits(spec)):
-        encoded, _ = encode_lists(tok, lists, None)  # untruncated: one EncodedList per list
+        encoded, _ = encode_lists(tok, lists, None, fmt=fmt)  # untruncated: one EncodedList per list
         kept = [(rl, e) for rl, e in zip(lists, encoded) if e.max_len <= spec["max_length"]]
         path = Path(spec["workdir"]) / f"{split}.jsonl"
         path.write_text("".join(json.dumps(list_record(rl)) + "\n" for rl, _ in kept), encoding="utf-8")
@@ -336,7 +334,7 @@ def prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_record(rl: Any) -> dict[str, Any]:
-    """A RankedList as a line of rankrm's list JSONL (what `data=jsonl` and bench_common.read_lists read)."""
+    """A RankedList as a line of rankrm's list JSONL (what `data=jsonl` and bench_measure.read_lists read)."""
     row: dict[str, Any] = {"responses": list(rl.responses), "scores": list(rl.labels)}
     if rl.prompt is not None:
         row["prompt"] = rl.prompt

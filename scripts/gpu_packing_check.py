@@ -21,11 +21,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 from test_packing import random_lists, run_modes  # noqa: E402  (the CPU test's lists and forward/backward)
 
-from rankrm import CONF_DIR  # noqa: E402
 from rankrm.backbones import build_reward_model  # noqa: E402
+from rankrm.config import load_option  # noqa: E402
 from rankrm.data.collate import RankCollator  # noqa: E402
 from rankrm.data.tokenize import encode_lists  # noqa: E402
 
@@ -34,7 +33,8 @@ TOL = 1e-4  # fp32 on a GPU: kernels sum in other orders than the padded path
 
 def check(name: str, attn: str, packing: str, seed: int) -> dict[str, Any]:
     def build(**kw: Any) -> Any:
-        cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml"), {"dropout": 0.0, **kw})
+        cfg = load_option("backbone", name, "dropout=0.0")
+        cfg.merge_with(kw)
         model, tok = build_reward_model(cfg)
         return model.cuda(), tok
 

@@ -19,26 +19,28 @@ import torch
 import torch.nn.functional as F
 from data_fixtures import write_jsonl
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from test_train import run_cli
 
 from rankrm import CONF_DIR, packing, varlen
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option, validate
+from rankrm.config.packing import check_packing
 from rankrm.data.collate import RankCollator
 from rankrm.data.datamodule import expand_pairs
 from rankrm.data.records import RankedList
-from rankrm.data.tokenize import encode_lists, prompt_text
+from rankrm.data.tokenize import encode_lists
 from rankrm.encoding import make_encoding
 from rankrm.errors import RankrmError
+from rankrm.inputs import InputFormat, prompt_text
 from rankrm.losses import LOSSES
-from rankrm.packing import Lists, allowed, check_packing, make_layout
-from rankrm.preflight import check_backbone
+from rankrm.packing import Lists, allowed, make_layout
 
 WORDS = "the a film was good bad long short plot actor music ending slow fun dull great".split()
 
 
 def build(name: str, **overrides: Any) -> tuple[Any, Any]:
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml"), {"dropout": 0.0, **overrides})
+    cfg = load_option("backbone", name, "dropout=0.0")
+    cfg.merge_with(overrides)
     return build_reward_model(cfg)
 
 
@@ -166,7 +168,7 @@ def test_prompt_lengths_are_the_tokens_before_each_response(name: str) -> None:
     after truncation, the tokens cut came off the prompt; the collator and pair expansion carry them."""
     _, tok = build(name)
     lists = random_lists(3, n=12)
-    full, _ = encode_lists(tok, lists, None)
+    full, _ = encode_lists(tok, lists, None, fmt=InputFormat(joiner="\n\n"))  # a joiner that ends a token
     for rl, el in zip(lists, full):
         if rl.prompt is None:
             expected = 0 if name == "tiny_qwen" else 1  # the encoder's [CLS]
@@ -178,6 +180,10 @@ def test_prompt_lengths_are_the_tokens_before_each_response(name: str) -> None:
         else:
             expected = len(tok(prompt_text(rl.prompt) + "\n\n")["input_ids"])
         assert el.prompt_lens == [expected] * el.k, rl
+    for rl, el in zip(lists, encode_lists(tok, lists, None)[0]):  # the default joiner "": prompt + response
+        if isinstance(rl.prompt, str) and tok.sep_token is None:  # the token the two texts meet in is the response's
+            alone = tok(rl.prompt)["input_ids"]
+            assert all(p <= len(alone) and ids[:p] == alone[:p] for ids, p in zip(el.ids, el.prompt_lens)), rl
     cut, counts = encode_lists(tok, lists, 24, overlong="truncate", truncation_side="left")
     assert counts["truncated_lists"] > 0 and len(cut) == len(full)  # prompts cut, no list dropped
     prompt_cut = 0
@@ -333,19 +339,21 @@ def compose_train(*overrides: str) -> Any:
 
 
 def test_packing_rules_refuse_what_cannot_be_exact(monkeypatch: Any) -> None:
-    with pytest.raises(RankrmError, match=r"backbone.packing='pairs' is invalid: it must be one of none, lists"):
-        check_backbone(compose_train("backbone=tiny_qwen", "backbone.packing=pairs"))
+    """The schema's rules (`rankrm.config.validate`, what preflight runs first), then the built model's."""
+    with pytest.raises(RankrmError, match=r"backbone.packing must be one of none, lists, shared_prompt, got 'pairs'"):
+        validate(compose_train("backbone=tiny_qwen", "backbone.packing=pairs"))
     for encoder in ("tiny_bert", "tiny_ernie", "minilm"):  # known from the config: refused before any build
         with pytest.raises(RankrmError, match="shared_prompt needs a decoder"):
-            check_backbone(compose_train(f"backbone={encoder}", "backbone.packing=shared_prompt"))
-    check_backbone(compose_train("backbone=tiny_qwen", "backbone.packing=shared_prompt"))
+            validate(compose_train(f"backbone={encoder}", "backbone.packing=shared_prompt"))
+    validate(compose_train("backbone=tiny_qwen", "backbone.packing=shared_prompt"))
+    validate(compose_train("backbone=minilm", "backbone.packing=lists"))  # its length_buckets=2: unused when packing
     with pytest.raises(RankrmError, match="flex_attention trains on GPUs only"):
-        check_backbone(compose_train("backbone=tiny_qwen", "backbone.attn_implementation=flex_attention"))
+        validate(compose_train("backbone=tiny_qwen", "backbone.attn_implementation=flex_attention", "trainer=cpu"))
     with pytest.raises(RankrmError, match="attention implementations sdpa, sdpa_varlen, eager.*'paged.sdpa'"):
-        check_packing("lists", None, "paged|sdpa")
+        packing.check_model("lists", True, "paged|sdpa")
     with pytest.raises(RankrmError, match="sdpa_varlen needs backbone.packing=lists or shared_prompt"):
-        check_backbone(compose_train("backbone=tiny_qwen", "backbone.attn_implementation=sdpa_varlen"))
-    monkeypatch.setattr("rankrm.backbones.ENCODER_TYPES", frozenset())  # a type the config rule does not know
+        validate(compose_train("backbone=tiny_qwen", "backbone.attn_implementation=sdpa_varlen"))
+    monkeypatch.setattr("rankrm.config.packing.ENCODER_TYPES", frozenset())  # a type the config rule does not know
     with pytest.raises(RankrmError, match="shared_prompt needs a decoder"):
         build("tiny_bert", packing="shared_prompt")  # refused from the built model's attention
 
