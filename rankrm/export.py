@@ -24,7 +24,8 @@ map of the normalised ones, same ranking).
 
 The dir is written under a temporary name in the same parent and renamed into place, so a
 killed run never leaves a half-written export; `rankrm.json` records pooling, backbone,
-reward norm and the rankrm version.
+reward norm, the rankrm version and whatever the caller adds (`rankrm.train`: the loss, its kwargs
+and the values of learned loss parameters such as a tie model's tie).
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def check_exportable(model: RewardModel) -> None:
         raise RankrmError(f"transformers has no ForSequenceClassification class for model type '{config.model_type}'")
 
 
-def export_model(model: RewardModel, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
-    """Write `out_dir` (safetensors, tokenizer, rankrm.json) loadable by AutoModelForSequenceClassification."""
+def export_model(
+    model: RewardModel, tokenizer: Any, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write `out_dir` (safetensors, tokenizer, rankrm.json plus `metadata`), loadable by
+    AutoModelForSequenceClassification."""
     check_exportable(model)
     out = Path(out_dir)
     if out.exists() and not (out / "rankrm.json").is_file() and any(out.iterdir()):
@@ -81,7 +85,7 @@ def export_model(model: RewardModel, tokenizer: Any, out_dir: str | os.PathLike)
         clf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         _verify_tokenizer_reload(tokenizer, tmp)
-        (tmp / "rankrm.json").write_text(json.dumps(_metadata(source, clf), indent=2) + "\n")
+        (tmp / "rankrm.json").write_text(json.dumps({**_metadata(source, clf), **(metadata or {})}, indent=2) + "\n")
         _umask_permissions(tmp)
         _replace_dir(tmp, out)
     finally:

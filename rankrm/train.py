@@ -172,7 +172,7 @@ def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str 
     from rankrm.export import export_model
 
     try:
-        return str(export_model(module.model, tokenizer, out_dir / "model"))
+        return str(export_model(module.model, tokenizer, out_dir / "model", {"loss": module.loss_metadata()}))
     except RankrmError as e:
         log.warning("export skipped: %s", e)
         return f"skipped: {e}"

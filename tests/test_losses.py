@@ -224,9 +224,11 @@ def test_pair_index_matches_dense_mask_and_reference():
 
 
 def test_every_loss_has_a_config_whose_kwargs_it_accepts():
-    configs = {p.stem: OmegaConf.load(p) for p in CONF.glob("*.yaml")}
+    configs = {p.stem: OmegaConf.load(p) for p in CONF.glob("*.yaml") if p.stem != "base"}
     assert set(configs) == set(LOSSES)
+    base = OmegaConf.load(CONF / "base.yaml")
     rewards, labels, mask = _strict_batch(zero=False)
     for stem, cfg in configs.items():
-        assert cfg.name == stem and set(cfg) == {"name", "kwargs"}
-        assert torch.isfinite(LOSSES[cfg.name](rewards, labels, mask, **cfg.kwargs))
+        assert cfg.name == stem and set(cfg) == {"defaults", "name", "kwargs"} and cfg.defaults == ["base", "_self_"]
+        kwargs = {**base.kwargs, **OmegaConf.to_container(cfg.kwargs)}
+        assert torch.isfinite(LOSSES[cfg.name](rewards, labels, mask, **kwargs))

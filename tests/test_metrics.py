@@ -16,6 +16,7 @@ from rankrm.errors import RankrmError
 
 SEEDS = range(12)
 KEYS = ["pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc", "exact_order", "n_lists", "n_pairs"]
+TIE_KEYS = ["tie_auc", "outcome_acc", "n_tied_pairs"]  # only on batches with tied labels
 
 FUNCTIONAL = [
     ("pair_accuracy", M.pair_accuracy, ref.ref_pair_accuracy),
@@ -78,14 +79,14 @@ def test_padding_garbage_and_item_order_change_no_metric(seed):
     perm = torch.rand(mask.shape, generator=torch.Generator().manual_seed(seed)).argsort(dim=-1)
     for batch in [(rewards, labels, mask), [t.gather(1, perm) for t in (rewards, labels, mask)]]:
         out = M.ranking_metrics(*batch)
-        assert list(out) == KEYS
-        for key in KEYS:
+        assert list(out) == KEYS + (TIE_KEYS if "n_tied_pairs" in base else [])
+        for key in out:
             assert out[key].item() == pytest.approx(base[key].item(), abs=1e-6), key
 
 
 def test_nothing_eligible_gives_zeros_not_nan():
     out = M.ranking_metrics(torch.randn(2, 3), torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
-    assert all(v.item() == 0 for v in out.values())
+    assert out.pop("n_tied_pairs") == 6 and all(v.item() == 0 for v in out.values())  # ties only: every call wrong
 
 
 def _concat(batches):
@@ -103,8 +104,8 @@ def test_epoch_accumulation_equals_metric_on_concatenated_data(seed):
         metric.update(*batch)
     epoch = metric.compute()
     whole = M.ranking_metrics(*_concat(batches))
-    assert list(epoch) == KEYS
-    for key in KEYS:
+    assert list(epoch) == list(whole) and list(whole)[: len(KEYS)] == KEYS
+    for key in whole:  # the tie metrics too, where the batches hold ties
         assert epoch[key].item() == pytest.approx(whole[key].item(), abs=1e-6), key
     metric.reset()
     metric.update(*batches[0])

@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rankrm.data.records import RankedList
@@ -217,14 +217,20 @@ def load_vader(
     k: int = 4,
     min_gap: float = 0.5,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    grade_step: float | None = None,
 ) -> tuple[dict[str, list[RankedList]], dict]:
-    """Read, split by text and build lists. Returns (split -> lists, info for `stats`)."""
+    """Read, split by text and build lists. Returns (split -> lists, info for `stats`).
+
+    `grade_step`: round each mean rating to a multiple of it before lists are built (1.0 = a
+    9-point integer scale like a star rating), so neighbours can tie: graded data with ties."""
     names = list(domains) + ([holdout_domain] if holdout_domain and holdout_domain not in domains else [])
     bad = [d for d in names if d not in DOMAINS]
-    if bad or k < 2 or min_gap < 0 or len(fractions) != 3 or min(fractions) < 0:
+    bad_step = grade_step is not None and not grade_step > 0
+    if bad or k < 2 or min_gap < 0 or len(fractions) != 3 or min(fractions) < 0 or bad_step:
         raise RankrmError(
             f"vader: domains must be among {sorted(DOMAINS)} (got {bad or 'ok'}), "
-            f"k >= 2 (got {k}), min_gap >= 0 (got {min_gap}), fractions = 3 shares (got {list(fractions)})"
+            f"k >= 2 (got {k}), min_gap >= 0 (got {min_gap}), fractions = 3 shares (got {list(fractions)}), "
+            f"grade_step null or > 0 (got {grade_step})"
         )
     root = locate(data_dir, names)
     seen: set[str] = set()
@@ -238,7 +244,7 @@ def load_vader(
                 dup += 1
                 continue
             seen.add(t.text)
-            texts.append(t)
+            texts.append(t if grade_step is None else replace(t, score=round(t.score / grade_step) * grade_step))
         if dom == holdout_domain:
             parts = {"train": [], "val": [], "test": texts}
         else:
