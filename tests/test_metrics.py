@@ -13,6 +13,7 @@ from sklearn.metrics import ndcg_score
 
 from rankrm import metrics as M
 from rankrm.errors import RankrmError
+from rankrm.losses.ties import davidson_logprobs, rao_kupper_logprobs
 
 SEEDS = range(12)
 KEYS = ["pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc", "exact_order", "n_lists", "n_pairs"]
@@ -154,3 +155,36 @@ def test_metric_accepts_rewards_with_grad_and_keeps_no_graph():
 def test_bad_cutoffs_raise_user_error(cutoffs):
     with pytest.raises(RankrmError):
         M.RankingMetrics(cutoffs=cutoffs)
+
+
+TIE_MODELS = [
+    (None, None, None),
+    (davidson_logprobs, ref.davidson_probs, 0.7),
+    (rao_kupper_logprobs, ref.rao_kupper_probs, 0.9),
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("outcome, probs, tie", TIE_MODELS, ids=["no-tie-model", "davidson", "rao_kupper"])
+def test_tie_metrics_match_loop_reference(seed, outcome, probs, tie):
+    rewards, labels, mask = ref.random_batch(seed)
+    out = M.ranking_metrics(rewards, labels, mask, outcome=outcome, tie=tie)
+    if "n_tied_pairs" not in out:  # no tied pair in this batch
+        assert not any(ref.tied_pairs_of(lab) for _, lab in ref.real_lists(rewards, labels, mask))
+        return
+    expected = ref.ref_tie_metrics(rewards, labels, mask, probs, tie)
+    assert set(out) - set(KEYS) == set(expected) | {"n_tied_pairs"}
+    for key, value in expected.items():
+        assert out[key].item() == pytest.approx(value, abs=1e-6), key
+    assert out["n_tied_pairs"] == sum(len(ref.tied_pairs_of(lab)) for _, lab in ref.real_lists(rewards, labels, mask))
+
+
+def test_tie_metrics_by_hand():
+    # One list: 0 ~ 1 tied (gap 0.1), both above 2 (gaps 1.0, 1.1): the tie's gap is the smallest.
+    rewards, labels = torch.tensor([[1.0, 1.1, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    plain = M.ranking_metrics(rewards, labels, mask)
+    assert plain["tie_auc"] == 1 and plain["outcome_acc"].item() == pytest.approx(2 / 3)  # never calls the tie
+    # Davidson calls a tie when nu > e^(|d|/2): nu = 1.3 does at gap 0.1, not at gaps >= 1.
+    tie_model = M.ranking_metrics(rewards, labels, mask, outcome=davidson_logprobs, tie=1.3)
+    assert tie_model["outcome_acc"] == 1
