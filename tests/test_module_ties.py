@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import write_jsonl, write_vader
+from data_fixtures import VADER_FILES, write_jsonl, write_vader
 from test_train import run_cli
 
 from rankrm.losses import LOSSES
@@ -128,7 +128,7 @@ def test_resume_continues_from_the_checkpointed_tie(tmp_path: Path):
 
 @pytest.mark.slow
 def test_vader_grade_step_makes_ties_the_tie_ablation_trains_on(tmp_path: Path):
-    vader = write_vader(tmp_path / "vader", n=120)
+    vader = write_vader(tmp_path / "vader", n=120, domains=tuple(VADER_FILES))
     proc = run_cli(
         [
             "backbone=tiny_bert",
