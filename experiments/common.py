@@ -95,21 +95,6 @@ def _arm(value: list[str] | dict[str, list[str]]) -> dict[str, list[str]]:
     return {"all": list(value.get("all") or []), **{k: list(v) for k, v in value.items() if k != "all"}}
 
 
-def override_key(override: str) -> str:
-    """`++a.b=1` -> `a.b`: the key an override sets (group choices like `loss=x` included)."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def merge_overrides(*groups: list[str]) -> list[str]:
-    """Concatenate override lists; a later override of the same key replaces the earlier one in place."""
-    merged: dict[str, str] = {}
-    for group in groups:
-        for o in group:
-            merged.pop(override_key(o), None)  # re-insert so the order shows what came last
-            merged[override_key(o)] = o
-    return list(merged.values())
-
-
 def result_path(results_dir: Path, ablation: str, budget: str, arm: str, seed: int) -> Path:
     """experiments/results/<ablation>/<budget>/<arm>/seed<s>.json"""
     return results_dir / ablation / budget / arm / f"seed{seed}.json"

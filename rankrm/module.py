@@ -46,8 +46,7 @@ class RankRMModule(pl.LightningModule):
         # from_pretrained returns eval mode and Lightning never calls train(): without this a pretrained
         # backbone would train with dropout silently off (backbone.dropout=0.0 turns it off on purpose).
         self.model = model.train()
-        self.loss_name = loss_name
-        self.loss = loss_fn(loss_name)
+        self.loss_name, self.loss = loss_name, loss_fn(loss_name)  # the name goes into the export metadata
         self.loss_kwargs, self.loss_param_lrs = self.loss.split(dict(loss_kwargs or {}))
         # Loss parameters learned with the model (e.g. a tie model's tie), kept as their log so they stay
         # > 0; in the state dict, hence in every checkpoint, so a resumed run continues from them.

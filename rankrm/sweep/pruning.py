@@ -2,7 +2,7 @@
 
 The sweep runs each trial as a `rankrm.train` subprocess; it adds this callback with overrides
   +callbacks.optuna_pruning._target_=rankrm.sweep.pruning.OptunaPruning
-  +callbacks.optuna_pruning.storage=<url> ...study_name=<name> ...trial_id=<id> ...monitor=val/pair_acc
+  +callbacks.optuna_pruning.storage=<url> ...study_name=<name> ...trial_number=<n> ...monitor=val/pair_acc
 The callback opens the same storage, reports `monitor` at every validation (step = global step)
 and asks the study's pruner (spec stored on the study by the sweep). When pruned, it records
 `pruned_at_step` on the trial and sets `trainer.should_stop`: the run ends cleanly, writes its
@@ -19,18 +19,18 @@ import lightning.pytorch as pl
 import optuna
 from lightning.pytorch.trainer.states import TrainerFn
 
-from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, build_pruner, open_storage
+from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, build_pruner, open_storage, trial_id
 
 log = logging.getLogger("rankrm")
 
 
 class OptunaPruning(pl.Callback):
-    """Report `monitor` to Optuna trial `trial_id` after each validation; stop training if pruned."""
+    """Report `monitor` to Optuna trial `trial_number` after each validation; stop training if pruned."""
 
-    def __init__(self, storage: str, study_name: str, trial_id: int, monitor: str = "val/pair_acc") -> None:
+    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str = "val/pair_acc") -> None:
         super().__init__()
         self.storage_url, self.study_name = storage, study_name
-        self.trial_id, self.monitor = int(trial_id), monitor
+        self.trial_number, self.monitor = int(trial_number), monitor
         self._trial: optuna.Trial | None = None
         self._warned = False
 
@@ -46,7 +46,7 @@ class OptunaPruning(pl.Callback):
                 pruner=build_pruner(None),
             )
             study.pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
-            self._trial = optuna.trial.Trial(study, self.trial_id)
+            self._trial = optuna.trial.Trial(study, trial_id(storage, self.study_name, self.trial_number))
         return self._trial
 
     def _should_prune(self, trainer: pl.Trainer) -> bool:

@@ -25,8 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from rankrm import CONF_DIR
-from rankrm.errors import RankrmError
-from rankrm.sweep.space import Objective, hydra_value, override_key, parse_objectives, parse_space, sample, to_overrides
+from rankrm.errors import RankrmError, exit_on_user_error
+from rankrm.launch import die_with_parent, runner_command
+from rankrm.overrides import hydra_value, merge_overrides, override_key, to_overrides
+from rankrm.sweep.space import Objective, parse_objectives, parse_space, sample
 from rankrm.sweep.study import (
     PRUNED_ATTR,
     PRUNER_ATTR,
@@ -39,33 +41,22 @@ from rankrm.sweep.study import (
     recover_dead_trials,
     requeue,
     storage_url,
+    stored_trial,
+    trial_id,
     worker_token,
 )
-from rankrm.sweep.trial import (
-    Outcome,
-    default_command,
-    die_with_parent,
-    drop_checkpoints,
-    objective_values,
-    run_child,
-    summary_attrs,
-)
+from rankrm.sweep.trial import Outcome, drop_checkpoints, objective_values, run_child, summary_attrs
 
 log = logging.getLogger("rankrm.sweep")
-
-
-def _last_wins(overrides: list[str]) -> list[str]:
-    """Drop overrides of a key that a later one sets again (extra_overrides beat train_overrides)."""
-    last = {override_key(o): i for i, o in enumerate(overrides)}
-    return [o for i, o in enumerate(overrides) if last[override_key(o)] == i]
 
 
 def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate the composed config once (in the parent) and derive what the workers need."""
     objectives = parse_objectives(cfg["objectives"])
     space = parse_space(cfg["params"])
-    model = _last_wins([str(o) for o in (cfg.get("train_overrides") or []) + (cfg.get("extra_overrides") or [])])
-    fixed = _last_wins([str(o) for o in cfg.get("base_overrides") or []] + model)
+    # Later overrides of a key win: extra_overrides beat train_overrides, which beat base_overrides.
+    model = merge_overrides(map(str, cfg.get("train_overrides") or []), map(str, cfg.get("extra_overrides") or []))
+    fixed = merge_overrides(map(str, cfg.get("base_overrides") or []), model)
     keys = {override_key(o) for o in fixed}
     for p in space:
         if p.name in keys:
@@ -94,27 +85,26 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
         sweep_dir=sweep_dir,
         threads=None if "threads" in keys | {p.name for p in space} else int(threads),
         url=storage_url(cfg.get("storage"), sweep_dir),
-        command=[str(c) for c in cfg.get("command") or default_command()],
+        command=[str(c) for c in cfg.get("command") or []],  # []: python -m rankrm.train
     )
 
 
 def _child_command(s: dict[str, Any], trial: optuna.Trial, params: dict[str, Any], trial_dir: Path) -> list[str]:
     """The training command of one trial: fixed overrides, sampled params (keys disjoint, see _settings),
-    threads, run dir, and the pruning callback when pruning is on."""
-    cmd = [*s["command"], *s["fixed"], *to_overrides(params)]
+    threads, the pruning callback when pruning is on, and the run dir."""
+    overrides = [*s["fixed"], *to_overrides(params)]
     if s["threads"] is not None:
-        cmd.append(f"threads={s['threads']}")
-    cmd.append(f"hydra.run.dir={hydra_value(str(trial_dir))}")
+        overrides.append(f"threads={s['threads']}")
     if s["pruning"]:
         cb = "+callbacks.optuna_pruning"
-        cmd += [
+        overrides += [
             f"{cb}._target_=rankrm.sweep.pruning.OptunaPruning",
             f"{cb}.storage={hydra_value(s['url'])}",
             f"{cb}.study_name={hydra_value(s['study_name'])}",
-            f"{cb}.trial_id={trial._trial_id}",
+            f"{cb}.trial_number={trial.number}",
             f"{cb}.monitor={hydra_value(s['objectives'][0].metric)}",
         ]
-    return cmd
+    return runner_command(overrides, trial_dir, command=s["command"])
 
 
 def _finish(study: optuna.Study, trial: optuna.Trial, out: Outcome, objectives: list[Objective]) -> None:
@@ -122,7 +112,7 @@ def _finish(study: optuna.Study, trial: optuna.Trial, out: Outcome, objectives: 
     for key, value in summary_attrs(out.metrics).items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("seconds", round(out.seconds, 2))
-    pruned = PRUNED_ATTR in study._storage.get_trial(trial._trial_id).user_attrs  # set by the child
+    pruned = PRUNED_ATTR in stored_trial(study, trial.number).user_attrs  # set by the child
     error = out.error
     values = None
     if error is None and not pruned:
@@ -138,7 +128,9 @@ def _finish(study: optuna.Study, trial: optuna.Trial, out: Outcome, objectives: 
         study.tell(trial, values)
 
 
-def _run_trial(study: optuna.Study, trial: optuna.Trial, s: dict[str, Any]) -> None:
+def _run_trial(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.Trial, s: dict[str, Any]
+) -> None:
     trial.set_user_attr("worker", worker_token())  # lets a restart spot this trial if we die
     trial_dir = s["sweep_dir"] / "trials" / str(trial.number)
     try:
@@ -151,14 +143,14 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, s: dict[str, Any]) -> N
     # What defines this model (base_overrides only make sweep runs quiet): `rankrm.train <these>` reproduces it.
     trial.set_user_attr("overrides", [*s["model_overrides"], *to_overrides(params)])
     log.info("trial %d: %s", trial.number, " ".join(to_overrides(params)))
-    storage = study._storage
     beat = None
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        beat = lambda: storage.record_heartbeat(trial._trial_id)  # noqa: E731
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():  # RDB storages; Optuna beats only in optimize()
+        tid = trial_id(storage, s["study_name"], trial.number)
+        beat = lambda: storage.record_heartbeat(tid)  # noqa: E731
     try:
         out = run_child(cmd, trial_dir, s.get("trial_timeout_s"), beat, float(s["heartbeat_s"] or 30))
     except (KeyboardInterrupt, SystemExit):
-        requeue(study, storage.get_trial(trial._trial_id), "sweep interrupted")
+        requeue(study, stored_trial(study, trial.number), "sweep interrupted")
         raise
     _finish(study, trial, out, s["objectives"])
     if not s["keep_checkpoints"]:
@@ -189,9 +181,10 @@ def run_worker(s: dict[str, Any], index: int = 0) -> int:
 
 def _work(s: dict[str, Any], index: int) -> int:
     """The worker loop: re-queue dead trials, check the budget, ask, run, tell."""
+    storage = open_storage(s["url"], s["heartbeat_s"])
     study = optuna.load_study(
         study_name=s["study_name"],
-        storage=open_storage(s["url"], s["heartbeat_s"]),
+        storage=storage,
         sampler=build_sampler(s["sampler"], int(s["seed"])),
         pruner=build_pruner(s["pruner"] if s["pruning"] else None),
     )
@@ -209,7 +202,7 @@ def _work(s: dict[str, Any], index: int) -> int:
         # set now draws them: a sweep replays from its seed, also when resumed, and parallel
         # workers (on any host) never share a random stream.
         study.sampler = build_sampler(s["sampler"], int(s["seed"]) + trial.number)
-        _run_trial(study, trial, s)
+        _run_trial(study, storage, trial, s)
         done += 1
 
 
@@ -284,13 +277,11 @@ def sweep(cfg: dict[str, Any]) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
         code = sweep(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except RankrmError as e:
-        print(f"rankrm: error: {e}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("rankrm: interrupted; running trials were re-queued, re-run the command to resume", file=sys.stderr)
         sys.exit(130)

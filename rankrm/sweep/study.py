@@ -1,8 +1,13 @@
 """Optuna plumbing of a sweep: storage, sampler, pruner, the trial budget and crash recovery.
 
 Shared by the sweep workers (parent side) and the pruning callback (inside each training process).
-A trial whose worker died is failed and a copy with the same params (user attr `retry_of`) is
-enqueued, so a killed sweep loses nothing it completed and still reaches `n_trials`.
+A trial whose worker died is failed and a copy with the same params is enqueued (user attrs
+`retry_of`: the dead trial's number, `retry_reason`), so a killed sweep loses nothing it completed
+and still reaches `n_trials`. Only Optuna's public API: a trial of another process is failed with
+`Study.tell(number)`, and its storage id (for heartbeats and the pruning callback) comes from the
+storage's public (study name, number) -> id mapping. Optuna's own RetryHeartbeatStaleTrialCallback
+is not used: it copies the dead trial's user attrs (its worker, overrides) onto the retry and
+covers only stale heartbeats, not a worker found dead on this host or an interrupted one.
 """
 
 from __future__ import annotations
@@ -142,9 +147,19 @@ def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
         raise RankrmError(f"no study named {name!r} in the storage: run the sweep first") from e
 
 
-def retried(trials: list[FrozenTrial]) -> dict[int, int]:
-    """Number of a re-queued dead trial -> number of its retry (the retry carries `retry_of`)."""
-    return {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+def retried(trials: list[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """Number of a re-queued dead trial -> its retry (the retry carries `retry_of`)."""
+    return {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
+    """The storage id of trial `number` (Optuna keeps `Trial._trial_id` private; the storage maps it)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
+def stored_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number` as the storage holds it now (its training process may have written to it since)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 def budget_left(study: optuna.Study, n_trials: int) -> int:
@@ -159,14 +174,12 @@ def budget_left(study: optuna.Study, n_trials: int) -> int:
 
 def requeue(study: optuna.Study, t: FrozenTrial, why: str) -> None:
     """Fail a dead RUNNING trial (if not already failed) and enqueue a copy of its params."""
-    storage = study._storage  # Optuna exposes no public setter for another process's trial
     if t.state == TrialState.RUNNING:
         try:
-            storage.set_trial_user_attr(t._trial_id, "error", f"{why}; re-queued")
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return  # another worker got there first and re-queued it
-    study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+            study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            return  # finished meanwhile: another worker got there first and re-queued it
+    study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "retry_reason": why})
     log.warning("trial %d: %s; failed and re-queued with the same params", t.number, why)
 
 
