@@ -357,6 +357,16 @@ def test_sweep_replays_from_its_seed_also_when_resumed(tmp_path):
     assert params["whole"] == params["resumed"] and len({p["optimizer.lr"] for p in params["whole"]}) == 4
 
 
+def test_journal_storage_with_two_workers_gets_exactly_n_trials(tmp_path):
+    """The study lock of a journal file sits beside Optuna's own `<file>.lock`, not on it."""
+    command = _fake_setup(tmp_path)
+    journal = tmp_path / "shared" / "study.log"
+    overrides = [command, "n_trials=3", "workers=2", f"storage=journal:{journal}", f"dir={tmp_path / 'sw'}"]
+    assert sweep(_compose(tmp_path, "sweep=fake", *overrides)) == 0
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    assert [t.state for t in optuna.load_study(study_name="fake", storage=storage).trials] == [TrialState.COMPLETE] * 3
+
+
 def test_config_errors_exit_2_with_one_line(tmp_path):
     command = _fake_setup(tmp_path)
     r = _sweep_cli(tmp_path, command, "train_overrides=['optimizer.lr=1e-4']")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from data_fixtures import strict_rows, write_jsonl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.trial import TrialState
 from pg_cluster import Cluster
@@ -28,7 +29,7 @@ from rankrm.sweep.study import MACHINE_ENV, open_study
 from rankrm.sweep.worker import next_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-N_TRIALS = 4
+N_TRIALS = 3
 HOSTS = 3
 URL_ENV = "RANKRM_TEST_STORAGE"
 
@@ -94,6 +95,15 @@ def test_missing_driver_or_unknown_database_is_one_line_naming_what_to_install(u
     with pytest.raises(RankrmError, match=expected.replace("[", r"\[").replace("]", r"\]")) as e:
         check_driver(url)
     assert "pw" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_unreachable_server_is_one_line_without_the_password():
+    pytest.importorskip("psycopg", reason="pip install -e '.[postgres]'")
+    with pytest.raises(RankrmError) as e:
+        open_storage("postgresql://ann:hunter2@127.0.0.1:1/optuna?connect_timeout=5")
+    msg = str(e.value)
+    assert msg.startswith("cannot open Optuna storage 'postgresql://ann:***@127.0.0.1:1/optuna?connect_timeout=5': ")
+    assert "connection" in msg and "hunter2" not in msg and "\n" not in msg and "Background" not in msg
 
 
 def test_cli_without_the_driver_exits_2_with_one_line(tmp_path):
@@ -174,7 +184,7 @@ def test_the_budget_is_exact_when_many_workers_ask_at_once(pg):
 # ---------------------------------------------------------------- three hosts, one killed mid-trial
 SWEEP = """# @package _global_
 objectives: [{{metric: val/pair_acc, direction: maximize}}]
-pruner: {{name: median}}  # never prunes 4 trials (5 startup trials), but each trial reports to the study
+pruner: {{name: median}}  # never prunes 3 trials (5 startup trials), but each trial reports to the study
 params:
   optimizer.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
 threads_per_trial: 1
@@ -185,11 +195,7 @@ train_overrides: [backbone=tiny_bert, data=jsonl, "data.source.path={data}", "da
 
 
 def _setup(root: Path) -> None:
-    words = ["good", "great", "bad", "awful", "fine", "nice", "poor", "okay"]
-    with open(root / "lists.jsonl", "w") as f:
-        for i in range(30):
-            responses = [f"{words[(i + j) % 8]} {words[(3 * i + j) % 8]} item {j}" for j in range(4)]
-            f.write(json.dumps({"prompt": f"review {i}", "responses": responses, "scores": [3, 2, 1, 0]}) + "\n")
+    write_jsonl(root / "lists.jsonl", strict_rows(30))
     (root / "conf" / "sweep").mkdir(parents=True)
     (root / "conf" / "sweep" / "hosts.yaml").write_text(SWEEP.format(data=root / "lists.jsonl"))
 

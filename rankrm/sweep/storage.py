@@ -12,7 +12,7 @@ alembic stamp): the loser's transaction is rolled back whole, so `open_storage` 
 then finds the schema. `study_lock` serialises the sweep's study-level steps (create the study and
 queue its first trials; re-queue dead trials, check the budget and ask) so the study never gets
 more than `n_trials` trials: a PostgreSQL transaction-level advisory lock keyed by the study name
-(released by the server if the holder dies), an flock beside an sqlite or journal file. Other
+(released by the server if the holder dies), an flock on `<file>.rankrm-lock` beside an sqlite or journal file. Other
 backends run without it (concurrent workers may then add up to workers-1 trials at the end).
 """
 
@@ -47,9 +47,8 @@ DRIVERS: dict[str, tuple[str, str | None]] = {
     "pymysql": ("PyMySQL", None),
 }
 # Errors of a schema-creation race (the object exists now): PostgreSQL SQLSTATEs unique_violation,
-# duplicate_table, duplicate_object; MySQL error codes table exists, duplicate entry.
+# duplicate_table, duplicate_object (psycopg 3 names it `sqlstate`, psycopg2 `pgcode`).
 _RACE_SQLSTATES = {"23505", "42P07", "42710"}
-_RACE_MYSQL_CODES = {1050, 1062}
 OPEN_ATTEMPTS = 8
 
 
@@ -131,11 +130,13 @@ def check_driver(url: str) -> None:
 
 def _is_creation_race(e: Exception) -> bool:
     orig = getattr(e, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in _RACE_SQLSTATES:
-        return True
-    args = getattr(orig, "args", ())
-    return bool(args) and args[0] in _RACE_MYSQL_CODES
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in _RACE_SQLSTATES
+
+
+def _one_line(e: Exception) -> str:
+    """The driver's message on one line, without SQLAlchemy's "(Background on this error at: ...)"."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("(Background on this error")]
+    return " ".join(lines)
 
 
 def _with_retry(make: Callable[[], Any], url: str) -> Any:
@@ -149,7 +150,7 @@ def _with_retry(make: Callable[[], Any], url: str) -> Any:
                 log.info("storage %s: another worker is creating the schema; retrying", mask(url))
                 time.sleep(random.uniform(0.1, 0.5) * attempt)  # jitter: the losers must not collide again
                 continue
-            raise RankrmError(f"cannot open Optuna storage {mask(url)!r}: {scrub(str(e), url)}") from e
+            raise RankrmError(f"cannot open Optuna storage {mask(url)!r}: {scrub(_one_line(e), url)}") from e
     raise AssertionError("unreachable")
 
 
@@ -191,7 +192,8 @@ def _lock_key(study_name: str) -> int:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with open(path.with_name(path.name + ".lock"), "a") as f:  # one lock file per storage file
+    # Not `<path>.lock`: Optuna's journal backend makes that a symlink for its own lock.
+    with open(path.with_name(path.name + ".rankrm-lock"), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield  # closing the file releases the lock (also when the process dies)
 
