@@ -244,10 +244,10 @@ def test_queue_resume_skip_and_annotations_per_item(tmp_path: Path) -> None:
 def test_generated_answers_are_seeded_distinct_and_stored_for_everyone(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from rankrm import CONF_DIR
+    from rankrm.config import load_option
     from rankrm.label.generate import Generator
 
-    spec = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "backbone" / "tiny_qwen.yaml"))
+    spec = OmegaConf.to_container(load_option("backbone", "tiny_qwen"))
     sampling = {"max_new_tokens": 6, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 3, "max_rounds": 3}
     gen = Generator(spec, sampling)
     a = gen.answers("p-000000000001", "Write about the sea.", 3)
@@ -275,14 +275,13 @@ def test_generated_answers_are_seeded_distinct_and_stored_for_everyone(tmp_path:
 
 def test_a_reward_model_puts_the_lists_it_disagrees_with_first(tmp_path: Path) -> None:
     import torch
-    from omegaconf import OmegaConf
 
-    from rankrm import CONF_DIR
     from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
     from rankrm.export import export_model
     from rankrm.label.session import Scorer
 
-    model, tok = build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / "tiny_bert.yaml"))
+    model, tok = build_reward_model(load_option("backbone", "tiny_bert"))
     with torch.no_grad():  # a large random head: the answers get clearly different scores
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(0)))
     scorer = Scorer(str(export_model(model.eval(), tok, tmp_path / "model")))

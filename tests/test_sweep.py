@@ -408,7 +408,7 @@ params:
   optimizer.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
   loss: {{type: choice, choices: [pairwise, listnet]}}
   optimizer.weight_decay: {{type: float, low: 0.0, high: 0.1}}
-enqueue:  # out of range on purpose: AdamW raises, so trial 0 crashes
+enqueue:  # out of range on purpose: the config check refuses it, so trial 0 crashes
   - {{optimizer.lr: 1.0e-3, loss: pairwise, optimizer.weight_decay: -1.0}}
 threads_per_trial: 1
 train_overrides: [backbone=tiny_bert, data=jsonl, "data.source.path={data}", "data.source.fractions=[0.6,0.2,0.2]",
@@ -433,7 +433,10 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     r = _sweep_cli(tmp_path, "n_trials=2", sweep="tiny")
     assert r.returncode == 0, r.stderr[-3000:]
     crashed, done = first = _trials(tmp_path, "tiny")
-    assert crashed.state == TrialState.FAIL and "Invalid weight_decay value: -1.0" in crashed.user_attrs["error"]
+    assert (
+        crashed.state == TrialState.FAIL
+        and "weight_decay must be a number >= 0, got -1.0" in crashed.user_attrs["error"]
+    )
     assert done.state == TrialState.COMPLETE and len(done.values) == 2, done.user_attrs.get("error")
     assert done.values == [done.user_attrs["val"]["pair_acc"], done.user_attrs["val"]["kendall_tau"]]
     assert (tmp_path / "sw" / "trials" / "1" / "metrics.json").is_file()
@@ -460,7 +463,7 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     r = _sweep_cli(tmp_path, "report_only=true", sweep="tiny")
     assert r.returncode == 0, r.stderr[-3000:]
     text = report.read_text()
-    assert "## Pareto front" in text and "Invalid weight_decay" in text and "## Parameter importances" in text
+    assert "## Pareto front" in text and "weight_decay must be" in text and "## Parameter importances" in text
     assert "| 3 | COMPLETE |" in text and "importances need at least" in text
 
 

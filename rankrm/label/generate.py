@@ -32,9 +32,12 @@ def _load(spec: Mapping[str, Any]) -> tuple[Any, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rankrm.backbones import DTYPES, backbone_config, gguf_to_cache, load_tokenizer, resolve_name_or_path
+    from rankrm.backbones import DTYPES, load_tokenizer
+    from rankrm.config import group_config
+    from rankrm.convert.gguf import gguf_to_cache
+    from rankrm.locate import resolve_name_or_path
 
-    c = backbone_config(spec)
+    c = group_config("backbone", spec)
     path = resolve_name_or_path(c["name_or_path"])
     if c["gguf_file"]:
         path = gguf_to_cache(Path(path), c["gguf_file"])

@@ -39,19 +39,19 @@ class Scorer:
     """An exported rankrm reward model (`outputs/<run>/model`), loaded once, scoring lists of answers."""
 
     def __init__(self, model_dir: str) -> None:
-        from rankrm.score import load_exported
+        from rankrm.reward import load_reward_model
 
         self.model_dir = model_dir
-        self.model, self.tokenizer = load_exported(model_dir)
+        self.rm = load_reward_model(model_dir)  # scores exactly as training encoded its inputs
         self._lock = threading.Lock()
 
     def score(self, pairs: Sequence[tuple[Item, tuple[str, ...]]]) -> list[list[float]]:
         from rankrm.data.records import RankedList
-        from rankrm.score import score_lists
+        from rankrm.reward import score_lists
 
         lists = [RankedList(ans, tuple(0.0 for _ in ans), it.prompt, it.source) for it, ans in pairs]
         with self._lock:
-            return score_lists(self.model, self.tokenizer, lists)
+            return score_lists(self.rm, lists)
 
 
 class LabelSession:
