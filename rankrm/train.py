@@ -250,7 +250,8 @@ def _export(
     from rankrm.export.card import run_summary
 
     try:
-        return str(export_model(module.model, tokenizer, out_dir / "model", dm.input_format, run_summary(cfg, metrics)))
+        run = run_summary(cfg, metrics) | {"loss": module.loss_metadata()}  # learned loss parameters too
+        return str(export_model(module.model, tokenizer, out_dir / "model", dm.input_format, run))
     except RankrmError as e:
         log.warning("export skipped: %s", e)
         return f"skipped: {e}"

@@ -21,8 +21,8 @@ import torch
 from omegaconf import OmegaConf
 
 import rankrm
-from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.data.collate import RankCollator
 from rankrm.data.records import RankedList
 from rankrm.data.tokenize import encode_lists
@@ -51,9 +51,7 @@ class Export:
 
     def __init__(self, name: str, root: Path) -> None:
         backbone, overrides, norm = EXPORTS[name]
-        self.model, self.tok = build_reward_model(
-            OmegaConf.merge(OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml"), overrides)
-        )
+        self.model, self.tok = build_reward_model(OmegaConf.merge(load_option("backbone", backbone), overrides))
         with torch.no_grad():  # a large head: scores differ visibly between texts
             self.model.head.weight.copy_(
                 torch.randn(self.model.head.weight.shape, generator=torch.Generator().manual_seed(1))

@@ -118,11 +118,6 @@ CONFIG_CASES = [
     ("pooling_typo", ["backbone.pooling=last_tokn"], ["backbone.pooling must be one of", "(did you mean last_token?)"]),
     ("unknown_backbone_key", ["backbone.poolling=cls"], ["unknown key backbone.poolling=cls", "backbone.pooling?"]),
     ("left_padding_pooler", ["backbone.padding_side=left"], ["backbone.pooling=pooler", "padding_side=right"]),
-    (
-        "export_mean_pooling",
-        ["backbone.pooling=mean", "export=true"],
-        ["export=true", "pooling 'mean'", "export=false"],
-    ),
     ("lr_text", ["optimizer.lr=fast"], ["optimizer.lr must be a number >= 0, got 'fast'"]),
     ("weight_decay_neg", ["optimizer.weight_decay=-1.0"], ["optimizer.weight_decay must be a number >= 0, got -1.0"]),
     ("betas_out_of_range", ["optimizer.betas=[1.5,0.9]"], ["optimizer.betas must be a list of 2 numbers in [0, 1)"]),

@@ -138,6 +138,7 @@ SHIPPED = [
     (group, p.stem)
     for group in ["data", "backbone", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
     for p in sorted(Path(CONF, group).glob("*.yaml"))
+    if p.stem != "base"  # conf/loss/base.yaml: settings every loss starts from, not a loss (loss=base is refused)
 ]
 NEEDS = {("trainer", "fsdp"): ["export=false"]}  # as fsdp.yaml says: FSDP shards the weights, no export
 

@@ -6,7 +6,8 @@ Groups whose options are variants of one object (the root, `data`, `backbone`, `
 `scheduler`) take their defaults from these dataclasses: each is registered as `<group>/base`
 (the root's as `base`), and every `conf/<group>/<option>.yaml` starts with `defaults: [base, _self_]`
 and lists only what differs. Groups whose options are different objects (`loss`, `optimizer`,
-`callbacks`, `logger`) keep their values in their yaml and the schema types them. Loss kwargs are
+`callbacks`, `logger`) keep their values in their yaml and the schema types them (the kwargs every
+loss accepts, `center_coef` and `l2_coef`, are in conf/loss/base.yaml, which each loss starts from). Loss kwargs are
 checked by calling the loss (`preflight.check_loss`), data source options by the data readers
 (`rankrm.data.sources`). Cross-field rules are each schema's `rules`.
 

@@ -184,6 +184,8 @@ def _metadata(
             "scores": scores,
             "raw": {"mean": stats["mean"], "std": stats["std"]},
         }
+    if "loss" in run:  # name, kwargs and learned values (e.g. a tie model's tie)
+        meta["loss"] = run["loss"]
     meta["consumers"] = table
     return meta
 

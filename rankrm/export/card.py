@@ -22,15 +22,14 @@ M = "path/to/model"  # the export dir in the examples
 
 
 def version() -> str:
-    # A stale editable install can make `rankrm` a namespace package without __version__.
+    """rankrm's installed version (its dist metadata: `import rankrm` here would close an import cycle,
+    rankrm -> reward -> export -> card -> rankrm)."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
-    import rankrm
-
     try:
-        return getattr(rankrm, "__version__", None) or dist_version("rankrm")
-    except PackageNotFoundError:
+        return dist_version("rankrm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
 
