@@ -20,6 +20,7 @@ masks (with dropout off, `packing` gives the same run as `none`, up to float rou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -139,14 +140,17 @@ class Packed:
         return model.score_packed(rows), Tokens(rows.real, rows.cells - rows.real)
 
 
-PACKED: dict[str, Packed] = {"lists": Packed(share_prompt=False), "shared_prompt": Packed(share_prompt=True)}
+# backbone.packing -> the strategy, given backbone.length_buckets (used by `none` only: packing replaces it).
+ENCODINGS: dict[str, Callable[[int], Encoding]] = {
+    "none": lambda buckets: Bucketed(buckets) if buckets > 1 else Padded(),
+    "lists": lambda buckets: Packed(share_prompt=False),
+    "shared_prompt": lambda buckets: Packed(share_prompt=True),
+}
 
 
 def make_encoding(length_buckets: int = 1, packing: str = "none") -> Encoding:
-    """The strategy the `backbone` config selects (packing, else length buckets)."""
-    if packing != "none":
-        return PACKED[packing]
-    return Bucketed(int(length_buckets)) if length_buckets > 1 else Padded()
+    """The strategy the `backbone` config selects."""
+    return ENCODINGS[packing](int(length_buckets))
 
 
 def length_chunks(lengths: Tensor, n: int) -> list[Tensor]:

@@ -358,6 +358,17 @@ def test_packing_rules_refuse_what_cannot_be_exact(monkeypatch: Any) -> None:
         build("tiny_bert", packing="shared_prompt")  # refused from the built model's attention
 
 
+def test_every_packing_mode_of_the_schema_has_an_encoding() -> None:
+    from typing import get_args
+
+    from rankrm.config.schema import Packing
+    from rankrm.encoding import ENCODINGS, Bucketed, Padded
+
+    assert set(ENCODINGS) == set(get_args(Packing))
+    assert make_encoding(2, "none") == Bucketed(2) and make_encoding(1, "none") == Padded()
+    assert make_encoding(2, "lists") == make_encoding(1, "lists")  # packing replaces length buckets
+
+
 def test_packing_refuses_sequences_longer_than_a_sliding_window() -> None:
     model, tok = build("tiny_qwen", packing="lists")
     model.base_model.config.sliding_window = 6  # as a Mistral-like config holds it
