@@ -1,0 +1,190 @@
+"""`python -m rankrm.evaluate` end to end with a tiny exported model: the output files, results.json recomputed
+from scores.jsonl, bad input in one line, checkpoints and run dirs, and `rankrm.train`'s test_report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from data_fixtures import strict_rows, write_jsonl
+from omegaconf import OmegaConf
+
+from rankrm import CONF_DIR
+from rankrm.backbones import build_reward_model
+from rankrm.evaluate import main
+from rankrm.evaluation.results import compute_results
+from rankrm.evaluation.run import test_report as run_test_report
+from rankrm.export import export_model
+from rankrm.io import atomic_write_json
+from rankrm.score import load_exported, score_lists
+
+SUBSETS = ["alpacaeval-easy", "mt-bench-hard", "xstest-should-respond", "hep-go"]
+
+
+def tiny_export(path: Path) -> Path:
+    model, tok = build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / "tiny_bert.yaml"))
+    with torch.no_grad():  # a large head: rewards differ visibly
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(1)))
+    return export_model(model.eval(), tok, path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_export(tmp_path_factory.mktemp("model") / "model")
+
+
+def data_files(d: Path) -> dict[str, Path]:
+    rows = strict_rows(30, k=4)
+    for i, row in enumerate(rows):
+        row["scores"] = [float((i + j) % 3) for j in range(4)]  # graded with ties
+    rb = [
+        {
+            "prompt": f"q{i}",
+            "chosen": f"good answer {i} " + "x " * (i % 4),
+            "rejected": f"bad {i}",
+            "subset": SUBSETS[i % 4],
+            "id": i,
+        }
+        for i in range(16)
+    ]
+    rb2 = [
+        {
+            "prompt": f"q{i}",
+            "chosen": [f"c{i}"],
+            "rejected": [f"r{i} {j} " + "y " * j for j in range(3)],
+            "subset": ["Math", "Focus"][i % 2],
+            "id": str(i),
+        }
+        for i in range(8)
+    ]
+    rb2 += [
+        {"prompt": "colour?", "chosen": ["red"], "rejected": ["dog", "42"], "subset": "Ties", "id": "ref:0"},
+        {
+            "prompt": "colour?",
+            "chosen": ["red", "blue", "green"],
+            "rejected": ["dog", "42", "Paris"],
+            "subset": "Ties",
+            "id": "tied:0",
+        },
+    ]
+    return {
+        "lists": write_jsonl(d / "lists.jsonl", rows),
+        "rb": write_jsonl(d / "rb.jsonl", rb),
+        "rb2": write_jsonl(d / "rb2.jsonl", rb2),
+    }
+
+
+def test_outputs_and_results_recomputed_from_scores(exported: Path, tmp_path: Path) -> None:
+    f = data_files(tmp_path)
+    specs = [f"jsonl:{f['lists']}", f"rewardbench:{f['rb']}", f"rewardbench2:{f['rb2']}", f"jsonl:{f['lists']}@test"]
+    out = tmp_path / "out"
+    main([str(exported), *sum((["--data", s] for s in specs), []), "--out", str(out), "--bootstrap", "50"])
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == set(specs)
+    for spec, e in results.items():
+        assert {"metrics", "length_bias", "calibration", "by_gap", "by_rank", "by_group"} <= set(e)
+        assert ("rewardbench" in e) == spec.startswith("rewardbench")
+        assert set(e["metrics"]["ci95"]) >= {"pair_acc", "kendall_tau", "ndcg"}
+    assert set(results[specs[1]]["rewardbench"]) >= {"subsets", "sections", "score", "ci95"}
+    assert set(results[specs[1]]["rewardbench"]["subsets"]) == set(SUBSETS)
+    assert results[specs[0]]["calibration"]["fit_on"].startswith("the evaluated lists themselves")
+    assert results[specs[3]]["calibration"]["fit_on"].startswith("val split")
+    records = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert sum(r["role"] == "eval" for r in records) == 30 + 16 + 10 + results[specs[3]]["metrics"]["n_lists"]
+    again = compute_results(records, results[specs[0]]["settings"])
+    assert json.loads(atomic_write_json(tmp_path / "again.json", again).read_text()) == results
+    report = (out / "report.md").read_text()
+    assert "RewardBench score" in report and "sigmoid((r_i - r_j) / T)" in report
+    pngs = sorted(p.name for p in (out / "figures").rglob("*.png"))
+    assert pngs.count("reliability.png") == 4 and pngs.count("reward_length.png") == 4
+    # the rewards are the model's: the same as scoring the file's first list directly
+    model, tok = load_exported(exported)
+    lists_recs = [r for r in records if r["spec"] == specs[0]]
+    from rankrm.evaluation.specs import load, parse
+
+    first = load(parse(specs[0])).lists[0]
+    assert lists_recs[0]["rewards"] == pytest.approx(score_lists(model, tok, [first])[0], abs=1e-5)
+
+
+def _error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("rankrm: error: "), err
+    return err
+
+
+def test_bad_data_ends_in_one_line(exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"responses": ["a", "b"]}, {"prompt": "p"}])
+    assert f"{bad}:2: field 'responses' is missing" in _error(
+        capsys, [str(exported), "--data", f"jsonl:{bad}", "--out", str(tmp_path)]
+    )
+    rb = write_jsonl(
+        tmp_path / "rb.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b", "subset": "chat", "id": 1}]
+    )
+    err = _error(capsys, [str(exported), "--data", f"rewardbench:{rb}", "--out", str(tmp_path)])
+    assert f"{rb}:1: field 'subset' 'chat' is not one of" in err
+    assert "no data config named 'vaderr'" in _error(
+        capsys, [str(exported), "--data", "vaderr", "--out", str(tmp_path)]
+    )
+    assert "KIND:PATH" in _error(capsys, [str(exported), "--data", "csvv:x.csv", "--out", str(tmp_path)])
+
+
+def test_bad_models_end_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    data = write_jsonl(tmp_path / "l.jsonl", strict_rows(3))
+    args = ["--data", f"jsonl:{data}", "--out", str(tmp_path / "o")]
+    two = tmp_path / "two_labels"
+    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(two)  # num_labels=2: a classifier, not an RM
+    tiny_tok = Path(CONF_DIR).parent / "assets" / "tiny_tokenizer" / "encoder"
+    for f in tiny_tok.iterdir():
+        (two / f.name).write_bytes(f.read_bytes())
+    assert "has 2 labels; a reward model has 1" in _error(capsys, [str(two), *args])
+    (tmp_path / "empty").mkdir()
+    assert "no config.json" in _error(capsys, [str(tmp_path / "empty"), *args])
+    assert "offline" in _error(capsys, ["someone/not-cached-rm", *args])
+    assert "not a model dir" in _error(capsys, [str(tmp_path / "missing"), *args])
+
+
+def test_test_report_switches_off() -> None:
+    cfg = OmegaConf.create({"test_report": False, "test": True})
+    assert run_test_report(cfg, None, None, Path(".")) is None
+
+
+@pytest.mark.slow
+def test_train_test_report_equals_test_metrics_and_checkpoint_evaluation(tmp_path: Path) -> None:
+    from test_train import run_cli
+
+    rows = strict_rows(60, k=4)
+    data = write_jsonl(tmp_path / "lists.jsonl", rows)
+    run_dir = tmp_path / "run"
+    args = [
+        "backbone=tiny_bert",
+        "data=jsonl",
+        f"data.source.path={data}",
+        "data.batch_size=4",
+        "trainer.max_epochs=1",
+        "optimizer.lr=1e-2",
+        "threads=1",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    report = metrics["test_report"]
+    for k in ("pair_acc", "kendall_tau", "ndcg", "top1_acc", "exact_order", "n_lists", "n_pairs"):
+        assert report["metrics"][k] == pytest.approx(metrics["test"][k], abs=1e-6), k
+    assert (run_dir / "evaluation" / "report.md").is_file()
+    assert report["calibration"]["fit_on"].startswith("val split")
+    # the same test split from the checkpoint, the export and the run dir, through the CLI
+    ckpt = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    for i, model in enumerate([ckpt, run_dir / "model", run_dir]):
+        out = tmp_path / f"eval{i}"
+        main([str(model), "--data", f"jsonl:{data}@test", "--out", str(out), "--bootstrap", "20"])
+        got = json.loads((out / "results.json").read_text())[f"jsonl:{data}@test"]["metrics"]
+        assert got["pair_acc"] == pytest.approx(report["metrics"]["pair_acc"], abs=1e-6), model
