@@ -37,6 +37,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("batch_size", "bootstrap", "bins"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.bins % 2:
+        ap.error("--bins must be even (0.5 on a bin edge keeps a pair's two orders apart)")
     if len(set(args.data)) != len(args.data):
         ap.error("a --data SPEC is given twice")
     return args

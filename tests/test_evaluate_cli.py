@@ -4,6 +4,8 @@ from scores.jsonl, bad input in one line, checkpoints and run dirs, and `rankrm.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,29 @@ def test_train_test_report_equals_test_metrics_and_checkpoint_evaluation(tmp_pat
         main([str(model), "--data", f"jsonl:{data}@test", "--out", str(out), "--bootstrap", "20"])
         got = json.loads((out / "results.json").read_text())[f"jsonl:{data}@test"]["metrics"]
         assert got["pair_acc"] == pytest.approx(report["metrics"]["pair_acc"], abs=1e-6), model
+
+
+def test_vader_config_spec_scores_its_test_split_by_domain(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from data_fixtures import VADER_FILES, write_vader
+
+    domains = ("tweets", "movie", "amazon", "nyt")
+    monkeypatch.setenv("RANKRM_VADER_DIR", str(write_vader(tmp_path / "vader", n=200, domains=domains)))
+    main([str(exported), "--data", "vader", "--out", str(tmp_path / "out"), "--bootstrap", "20"])
+    e = json.loads((tmp_path / "out" / "results.json").read_text())["vader"]
+    assert e["split"] == "test" and e["calibration"]["fit_on"].startswith("val split")
+    assert set(e["by_group"]) == {f"{VADER_FILES[d]}_GroundTruth" for d in domains}  # one row per domain
+    assert e["metrics"]["n_lists"] == sum(g["lists"] for g in e["by_group"].values())
+
+
+def test_bench_script_agrees_with_the_transformers_pipeline(exported: Path, tmp_path: Path) -> None:
+    data = write_jsonl(
+        tmp_path / "l.jsonl", strict_rows(12, prompt=False)
+    )  # no prompt: the pipeline sees the same texts
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_evaluate.py"
+    cmd = [sys.executable, str(script), str(exported), "--data", f"jsonl:{data}", "--quick", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["responses"] == 48 and res["max_abs_reward_diff"] < 1e-4

@@ -81,7 +81,8 @@ def test_report(cfg: Any, model: Any, tokenizer: Any, out_dir: Path) -> dict | N
 
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     eval_set = from_source("test", source, "test", int(cfg.seed), bool(cfg.data.get("skip_invalid", False)))
-    loaded = scorer.from_reward_model(model, tokenizer, "this run's best checkpoint", "checkpoint")
+    device = scorer.pick_device("auto")  # Lightning's teardown may have moved the model back to the CPU
+    loaded = scorer.from_reward_model(model.to(device), tokenizer, "this run's best checkpoint", "checkpoint")
     out = Path(out_dir) / "evaluation"
     results = evaluate(loaded, [eval_set], out, max_length=cfg.data.get("max_length"), progress=False)
     log.info("wrote %s", out / "report.md")

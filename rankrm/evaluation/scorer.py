@@ -46,7 +46,8 @@ class Loaded:
     autocast: torch.dtype | None  # bf16 on a GPU
 
 
-def _device(device: str) -> torch.device:
+def pick_device(device: str) -> torch.device:
+    """`auto`: the GPU when there is one."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -121,7 +122,7 @@ def _run_dir_model(run: Path) -> Path:
 
 def load(name: str, device: str = "auto", dtype: str = "auto") -> Loaded:
     """MODEL (see the module docstring) -> `Loaded`; a bad MODEL is one RankrmError line."""
-    dev = _device(device)
+    dev = pick_device(device)
     autocast = _autocast(dev, dtype)
     path = Path(name).expanduser()
     if path.is_dir() and (path / ".hydra" / "config.yaml").is_file():

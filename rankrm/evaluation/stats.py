@@ -38,7 +38,7 @@ class Lists:
     @classmethod
     def build(
         cls, rewards: Sequence[Sequence[float]], labels: Sequence[Sequence[float]], lengths: Sequence[Sequence[int]]
-    ):
+    ) -> Lists:
         n, k = len(rewards), max((len(r) for r in rewards), default=1)
         arrays = [np.zeros((n, k)) for _ in range(3)]
         mask = np.zeros((n, k), dtype=bool)

@@ -1,0 +1,91 @@
+"""Time of scoring a data set with `rankrm.evaluation.scorer.score` (what `python -m rankrm.evaluate` does
+before its statistics), side by side with the peer a user would reach for: a transformers
+`pipeline("text-classification", function_to_apply="none")` over the same responses (RewardBench's
+`run_rm.py` scores that way), same batch size and token limit, one process.
+
+The two systems alternate across `--repeats` (medians reported); both score every response of the
+eval lists once, and the script checks their rewards agree. Rankrm also tokenises prompts with their
+responses; VADER has no prompt, so both see the same texts. Statistics (bootstrap etc.) are not timed:
+`--with-stats` adds the time of `compute_results` on the scored lists.
+
+The main job's export on VADER's 510 test lists, 2 threads (an idle machine):
+
+    python scripts/bench_evaluate.py outputs/<run>/model --data vader --threads 2 --repeats 3 \
+        --out scripts/results/bench_evaluate_vader.json
+
+Smoke (tests): `python scripts/bench_evaluate.py MODEL_DIR --data jsonl:lists.jsonl --quick`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_common as bc
+
+
+def _pipeline_scores(model_dir: str, texts: list[str], batch_size: int, max_length: int | None) -> list[float]:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=model_dir, function_to_apply="none", device=-1)
+    kw = {"batch_size": batch_size, "truncation": True, **({"max_length": max_length} if max_length else {})}
+    return [r["score"] for r in pipe(texts, **kw)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = bc.parser(__doc__, "threads repeats out", repeats=3)
+    p.add_argument("model", help="an export dir (the peer pipeline loads the same dir)")
+    p.add_argument("--data", default="vader", help="evaluation data spec (default: VADER's test split)")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per forward, both systems")
+    p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
+    p.add_argument("--with-stats", action="store_true", help="also time compute_results (1000 resamples)")
+    args = p.parse_args(argv)
+    import torch
+
+    from rankrm.evaluation import run, scorer, specs
+    from rankrm.evaluation.results import compute_results
+
+    torch.set_num_threads(args.threads)
+    eval_set = specs.load(specs.parse(args.data))
+    lists = eval_set.lists[:20] if args.quick else eval_set.lists
+    texts = [r for rl in lists for r in rl.responses]
+    loaded = scorer.load(args.model, device="cpu")
+    times: dict[str, list[float]] = {"rankrm": [], "pipeline": []}
+    for rep in range(1 if args.quick else args.repeats):
+        for system in ("rankrm", "pipeline") if rep % 2 == 0 else ("pipeline", "rankrm"):
+            start = time.perf_counter()
+            if system == "rankrm":
+                ours = [x for s in scorer.score(loaded, lists, args.batch_size, args.max_length, False) for x in s]
+            else:
+                theirs = _pipeline_scores(args.model, texts, args.batch_size, args.max_length)
+            times[system].append(round(time.perf_counter() - start, 3))
+    result: dict[str, Any] = {
+        "model": args.model,
+        "data": args.data,
+        "lists": len(lists),
+        "responses": len(texts),
+        "batch_size": args.batch_size,
+        "seconds": times,
+        "median_s": {k: statistics.median(v) for k, v in times.items()},
+        "responses_per_s": {k: round(len(texts) / statistics.median(v), 1) for k, v in times.items()},
+        "max_abs_reward_diff": max(abs(a - b) for a, b in zip(ours, theirs)),
+        "machine": bc.machine_info(args.threads),
+    }
+    if args.with_stats:
+        records = run.score_sets(loaded, [eval_set], batch_size=args.batch_size, progress=False)
+        start = time.perf_counter()
+        compute_results(records)
+        result["stats_s"] = round(time.perf_counter() - start, 3)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
