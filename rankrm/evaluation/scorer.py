@@ -78,21 +78,20 @@ def _transformers(path: str, name: str, kind: str, device: torch.device, autocas
     return Loaded(name, kind, forward, tokenizer, device, autocast)
 
 
-def from_reward_model(
-    model: torch.nn.Module, tokenizer: Any, name: str, kind: str = "checkpoint", device: torch.device | None = None
-) -> Loaded:
-    """A `RewardModel` (in memory: a rebuilt checkpoint, or the model `rankrm.train` just trained)."""
-    device = device or next(model.parameters()).device
+def from_reward_model(model: torch.nn.Module, tokenizer: Any, name: str, kind: str, dtype: str = "auto") -> Loaded:
+    """A `RewardModel` (in memory: a rebuilt checkpoint, or the model `rankrm.train` just trained), scored
+    where its weights are; `dtype` as `--dtype` (auto: bf16 autocast on a GPU, the weights untouched)."""
+    device = next(model.parameters()).device
     model.eval()
 
     def forward(**batch: torch.Tensor) -> torch.Tensor:
         b = {k: v.to(device) for k, v in batch.items()}
         return model(b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
 
-    return Loaded(name, kind, forward, tokenizer, device, torch.bfloat16 if device.type == "cuda" else None)
+    return Loaded(name, kind, forward, tokenizer, device, _autocast(device, dtype))
 
 
-def _checkpoint(ckpt: Path, device: torch.device) -> Loaded:
+def _checkpoint(ckpt: Path, device: torch.device, dtype: str) -> Loaded:
     from omegaconf import OmegaConf
 
     from rankrm.backbones import build_reward_model
@@ -108,7 +107,7 @@ def _checkpoint(ckpt: Path, device: torch.device) -> Loaded:
         load_weights(module, str(ckpt))
     except (RuntimeError, OSError, KeyError) as e:
         raise RankrmError(f"{ckpt}: not a checkpoint of this run's model ({str(e).splitlines()[0]})") from None
-    return from_reward_model(module.model.to(device), tokenizer, str(ckpt), "checkpoint", device)
+    return from_reward_model(module.model.to(device), tokenizer, str(ckpt), "checkpoint", dtype)
 
 
 def _run_dir_model(run: Path) -> Path:
@@ -128,7 +127,7 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> Loaded:
     if path.is_dir() and (path / ".hydra" / "config.yaml").is_file():
         path = _run_dir_model(path)
     if path.is_file() and path.suffix == ".ckpt":
-        return _checkpoint(path, dev)
+        return _checkpoint(path, dev, dtype)
     if path.is_dir():
         kind = "export" if (path / "rankrm.json").is_file() else "transformers"
         return _transformers(str(path), name, kind, dev, autocast)
