@@ -241,7 +241,10 @@ one run here for the VADER ablations) and `ablation.budgets.quick`, a smaller bu
 On a GPU: `python experiments/run.py <ablation> --budget full --set trainer=gpu data.limit_train=null
 data.limit_val=null data.limit_test=null` (all of VADER; GPU arms, such as the seed TSV's smollm2
 arm, run only with `--budget full`). The OpenAssistant ablations (2b, 6b) ran at their `quick` budget
-(128 tokens, 1 epoch), the CPU setting; their `full` budget (256 tokens, 2 epochs) is for a GPU.
+(128 tokens, 1 epoch), the CPU setting; their `full` budget (256 tokens, 2 epochs) is for a GPU. The loss
+family's rerun with issue 17's losses (2, quick table) and the ties ablation (10) ran at their `quick`
+budget (120 VADER train lists) on a machine shared with other jobs; the full loss-family table (300 lists)
+holds the first six losses only, at an older commit.
 """
 
 

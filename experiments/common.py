@@ -34,6 +34,8 @@ ORDER = [
     "loss_family_oasst",
     "seed_tsv",
     "batching",
+    "ties",
+    "ties_oasst",
 ]
 
 

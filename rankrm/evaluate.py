@@ -55,10 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    loaded = scorer.load(args.model, args.device, args.dtype)
+    rm = scorer.load(args.model, args.device, args.dtype)
     settings = {"bootstrap": args.bootstrap, "seed": args.seed, "bins": args.bins}
     kw = {"batch_size": args.batch_size, "max_length": args.max_length, "progress": args.progress}
-    results = run.evaluate(loaded, sets, Path(args.out), settings, **kw)
+    results = run.evaluate(rm, sets, Path(args.out), settings, name=args.model, **kw)
     for spec, e in results.items():
         m, lb, cal = e["metrics"], e["length_bias"], e["calibration"]
         rb = f", RewardBench score {e['rewardbench']['score']:.4f}" if "rewardbench" in e else ""

@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
+from rankrm.config.schema import Pooling
 from rankrm.encoding import Encoding, make_encoding
 from rankrm.errors import RankrmError
 from rankrm.freeze import has_lora
 
-POOLINGS = ("pooler", "cls", "mean", "last_token")
+POOLINGS = get_args(Pooling)  # backbone.pooling choices; the schema is their one home
 
 
 class RewardModel(nn.Module):
@@ -56,8 +57,6 @@ class RewardModel(nn.Module):
         encoding: Encoding | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise RankrmError(f"backbone.pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
             raise RankrmError(
                 f"pooling 'pooler' needs an encoder with a pooler layer (BERT/ERNIE); "

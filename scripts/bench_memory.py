@@ -31,8 +31,6 @@ from typing import Any
 import bench_common as bc
 import bench_measure as bm
 
-from rankrm import CONF_DIR
-
 COLUMNS = [
     ("gradient_checkpointing", "gradient checkpointing"),
     ("sequences", "sequences x tokens"),
@@ -104,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     """Build the model as rankrm.train does, then time `steps` steps on one full-length batch."""
     import torch
-    from omegaconf import OmegaConf
 
     from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
     from rankrm.losses import LOSSES
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
-    cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{spec['backbone']}.yaml")
+    cfg = load_option("backbone", spec["backbone"])
     cfg.gradient_checkpointing = spec["gradient_checkpointing"]
     model, tokenizer = build_reward_model(cfg)
     model.train()

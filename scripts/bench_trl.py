@@ -53,8 +53,6 @@ from typing import Any
 import bench_common as bc
 import bench_measure as bm
 
-from rankrm import CONF_DIR
-
 SYSTEMS = ("trl", "rankrm_ranklist", "rankrm_pairwise")
 COLUMNS = [
     ("k", "K"),
@@ -203,13 +201,13 @@ def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
     """TRL's starting model: rankrm's backbone config, built as the rankrm runner builds it
     (same seed, so the same head init), as a transformers ForSequenceClassification."""
     import torch
-    from omegaconf import OmegaConf
 
     from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
     from rankrm.export import to_hf_classifier
 
     torch.manual_seed(seed)  # the runner's seed_everything(seed) comes right before its build too
-    model, tokenizer = build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml"))
+    model, tokenizer = build_reward_model(load_option("backbone", backbone))
     return to_hf_classifier(model, tokenizer).train(), tokenizer
 
 

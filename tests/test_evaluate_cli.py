@@ -15,18 +15,20 @@ from omegaconf import OmegaConf
 
 from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.evaluate import main
 from rankrm.evaluation.results import compute_results
 from rankrm.evaluation.run import test_report as run_test_report
 from rankrm.export import export_model
+from rankrm.inputs import DEFAULT_FORMAT
 from rankrm.io import atomic_write_json
-from rankrm.score import load_exported, score_lists
+from rankrm.reward import load_reward_model, score_lists
 
 SUBSETS = ["alpacaeval-easy", "mt-bench-hard", "xstest-should-respond", "hep-go"]
 
 
 def tiny_export(path: Path) -> Path:
-    model, tok = build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / "tiny_bert.yaml"))
+    model, tok = build_reward_model(load_option("backbone", "tiny_bert"))
     with torch.no_grad():  # a large head: rewards differ visibly
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(1)))
     return export_model(model.eval(), tok, path)
@@ -102,12 +104,12 @@ def test_outputs_and_results_recomputed_from_scores(exported: Path, tmp_path: Pa
     pngs = sorted(p.name for p in (out / "figures").rglob("*.png"))
     assert pngs.count("reliability.png") == 4 and pngs.count("reward_length.png") == 4
     # the rewards are the model's: the same as scoring the file's first list directly
-    model, tok = load_exported(exported)
+    rm = load_reward_model(exported, device="cpu")
     lists_recs = [r for r in records if r["spec"] == specs[0]]
     from rankrm.evaluation.specs import load, parse
 
     first = load(parse(specs[0])).lists[0]
-    assert lists_recs[0]["rewards"] == pytest.approx(score_lists(model, tok, [first])[0], abs=1e-5)
+    assert lists_recs[0]["rewards"] == pytest.approx(score_lists(rm, [first])[0], abs=1e-5)
 
 
 def _error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
@@ -155,7 +157,7 @@ def test_bad_models_end_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_test_report_switches_off() -> None:
     cfg = OmegaConf.create({"test_report": False, "test": True})
-    assert run_test_report(cfg, None, None, Path(".")) is None
+    assert run_test_report(cfg, None, None, DEFAULT_FORMAT, Path(".")) is None
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from rankrm.evaluation import bootstrap, calibration
 from rankrm.evaluation.results import compute_results
 from rankrm.evaluation.stats import Columns, Lists, breakdown, pairs_of, spearman_per_list
 from rankrm.metrics import ranking_metrics
+from rankrm.tie_metrics import tie_ratios, tie_sums
 
 
 def random_lists(n: int, seed: int) -> list[dict]:
@@ -105,7 +106,9 @@ def test_ranking_metrics_are_the_training_metrics() -> None:
     rows = random_lists(200, 4)
     lists = as_lists(rows)
     t = [torch.as_tensor(a) for a in (lists.rewards, lists.labels, lists.mask)]
-    expect = {k: v.item() for k, v in ranking_metrics(*t).items()}
+    ties = set(tie_ratios(tie_sums(*t, None, None), False))  # main's tie metrics (tie_auc, ...): not in an evaluation yet
+    assert ties, "the lists hold tied pairs"
+    expect = {k: v.item() for k, v in ranking_metrics(*t).items() if k not in ties}
     got = compute_results(records(rows), {"bootstrap": 10})["s"]["metrics"]
     for k, v in expect.items():
         assert got[k] == pytest.approx(v, abs=1e-6), k

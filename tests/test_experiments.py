@@ -38,6 +38,8 @@ SMOKE_ARM = {
     "loss_family_oasst": "lambdarank",
     "seed_tsv": "seed_recipe",
     "batching": "random",
+    "ties": "davidson_learned",
+    "ties_oasst": "rao_kupper_learned",
 }
 
 

@@ -14,6 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.errors import RankrmError
 from rankrm.model import RewardModel
 
@@ -22,7 +23,7 @@ TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but slow", "so s
 
 
 def build(name: str, **overrides: Any) -> tuple[RewardModel, Any]:
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides)
+    cfg = OmegaConf.merge(load_option("backbone", name), overrides)
     return build_reward_model(cfg)
 
 

@@ -42,6 +42,7 @@ from rankrm.data.splits import SPLITS
 from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
 from rankrm.data.validate import all_tied
 from rankrm.errors import RankrmError
+from rankrm.inputs import InputFormat
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class RankDataModule(pl.LightningDataModule):
         limit_val: int | None = None,
         limit_test: int | None = None,
         preread: SourceData | None = None,
+        prompt_joiner: str = "",
     ) -> None:
         super().__init__()
         if getattr(tokenizer, "pad_token_id", None) is None:
@@ -113,6 +115,7 @@ class RankDataModule(pl.LightningDataModule):
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.collator = RankCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
         self.preread = preread
+        self.input_format = InputFormat(joiner=prompt_joiner)  # saved with the export: scoring reads it back
         self.datasets: dict[str, list[EncodedList]] | None = None
         self.stats: dict[str, Any] = {}
 
@@ -175,6 +178,7 @@ class RankDataModule(pl.LightningDataModule):
             "format": read.format,
             "seed": self.seed,
             "max_length": max_len,
+            "input_format": self.input_format.to_metadata(),
             "batching": {
                 "batch_size": self.batch_size,
                 "max_tokens": self.max_tokens,
@@ -189,7 +193,9 @@ class RankDataModule(pl.LightningDataModule):
             lists = splits.get(split, [])
             untied = [rl for rl in lists if not all_tied(rl)]
             limited = self._limit(untied, split)
-            kept, counts = encode_lists(self.tokenizer, limited, max_len, self.overlong, self.truncation_side)
+            kept, counts = encode_lists(
+                self.tokenizer, limited, max_len, self.overlong, self.truncation_side, self.input_format
+            )
             datasets[split] = expand_pairs(kept, self.seed) if (self.as_pairs and split == "train") else kept
             stats[split] = {
                 "lists_read": len(lists),

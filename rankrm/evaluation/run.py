@@ -14,7 +14,9 @@ from rankrm.data.records import RankedList
 from rankrm.evaluation import figures, report, scorer
 from rankrm.evaluation.results import DEFAULTS, compute_results
 from rankrm.evaluation.specs import EvalSet, from_source
+from rankrm.inputs import InputFormat
 from rankrm.io import atomic_write_json, atomic_write_text, atomic_write_with
+from rankrm.reward import LoadedRewardModel
 
 log = logging.getLogger("rankrm")
 
@@ -39,13 +41,13 @@ def _records(
         }
 
 
-def score_sets(loaded: scorer.Loaded, sets: Sequence[EvalSet], **score_kw: Any) -> list[dict[str, Any]]:
+def score_sets(rm: LoadedRewardModel, sets: Sequence[EvalSet], **score_kw: Any) -> list[dict[str, Any]]:
     """One record per list of every set (its eval lists, then the lists that fit its calibration)."""
     records: list[dict[str, Any]] = []
     for s in sets:
-        records += _records(s, "eval", s.split, s.lists, scorer.score(loaded, s.lists, **score_kw), s.meta)
+        records += _records(s, "eval", s.split, s.lists, scorer.score(rm, s.lists, **score_kw), s.meta)
         if s.fit:
-            fit = scorer.score(loaded, s.fit, **score_kw)
+            fit = scorer.score(rm, s.fit, **score_kw)
             records += _records(s, "fit", s.fit_split or "val", s.fit, fit, None)
     return records
 
@@ -63,27 +65,36 @@ def write(out_dir: Path, records: Sequence[Mapping[str, Any]], settings: Mapping
 
 
 def evaluate(
-    loaded: scorer.Loaded, sets: Sequence[EvalSet], out_dir: Path, settings: Mapping[str, Any] | None = None, **kw: Any
+    rm: LoadedRewardModel,
+    sets: Sequence[EvalSet],
+    out_dir: Path,
+    settings: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    **kw: Any,
 ) -> dict:
-    """Score `sets` with `loaded` and write everything under `out_dir`; returns results.json's content."""
+    """Score `sets` with `rm` and write everything under `out_dir` (the report names the model `name`, default
+    its path); returns results.json's content."""
     settings = {**DEFAULTS, **(settings or {})}
-    return write(out_dir, score_sets(loaded, sets, **kw), settings, loaded.name)
+    return write(out_dir, score_sets(rm, sets, **kw), settings, name or str(rm.path))
 
 
-def test_report(cfg: Any, model: Any, tokenizer: Any, out_dir: Path) -> dict | None:
+def test_report(cfg: Any, model: Any, tokenizer: Any, fmt: InputFormat, out_dir: Path) -> dict | None:
     """`rankrm.train`'s last step: the same evaluation on the run's test split (val fits the calibration),
     written to `<run dir>/evaluation/`; the entry goes into metrics.json as `test_report`. Off with
     `test_report=false` (or `test=false`). Scores every test list of the source (all-tied ones aside): a
-    `data.limit_test` subset or lists dropped by `data.overlong=filter` are not re-applied here."""
+    `data.limit_test` subset or lists dropped by `data.overlong=filter` are not re-applied here. The model
+    is scored in its training weights' dtype, with the run's input format `fmt`."""
     if not cfg.get("test_report", True) or not cfg.get("test", True):
         return None
+    import torch
     from omegaconf import OmegaConf
 
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     eval_set = from_source("test", source, "test", int(cfg.seed), bool(cfg.data.get("skip_invalid", False)))
-    device = scorer.pick_device("auto")  # Lightning's teardown may have moved the model back to the CPU
-    loaded = scorer.from_reward_model(model.to(device), tokenizer, "this run's best checkpoint", "checkpoint")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Lightning's teardown may move it to CPU
+    rm = scorer.in_memory(model.to(device), tokenizer, fmt, Path(out_dir))
     out = Path(out_dir) / "evaluation"
-    results = evaluate(loaded, [eval_set], out, max_length=cfg.data.get("max_length"), progress=False)
+    name = "this run's best checkpoint"
+    results = evaluate(rm, [eval_set], out, name=name, max_length=cfg.data.get("max_length"), progress=False)
     log.info("wrote %s", out / "report.md")
     return results["test"]

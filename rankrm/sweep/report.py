@@ -150,13 +150,9 @@ def _importance_section(study: optuna.Study, objectives: list[Objective]) -> lis
     return out
 
 
-def _dashboard_arg(url: str) -> str:
-    """optuna-dashboard takes RDB URLs as they are and a journal file by its path."""
-    return url[len("journal:") :] if url.startswith("journal:") else url
-
-
-def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objective], storage: str) -> Path:
-    """Write `<sweep_dir>/report.md` and `<sweep_dir>/figures/*.png`; returns the report path."""
+def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objective], storage: str, browse: str) -> Path:
+    """Write `<sweep_dir>/report.md` and `<sweep_dir>/figures/*.png`; returns the report path.
+    `storage`: the URL as shown (password masked); `browse`: the `optuna-dashboard` argument."""
     from rankrm.sweep.plots import write_figures
 
     trials = study.get_trials(deepcopy=False)
@@ -170,7 +166,7 @@ def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objectiv
         f"- objectives: {', '.join(f'`{o.metric}` ({o.direction})' for o in objectives)}",
         f"- trials: {len(trials)} ({', '.join(f'{k.lower()} {v}' for k, v in states.items())})",
         f"- pruner: {pruner}" + (" (multi-objective: Optuna cannot prune)" if len(objectives) > 1 else ""),
-        f"- storage: `{storage}` (browse: `optuna-dashboard {_dashboard_arg(storage)}`)",
+        f"- storage: `{storage}` (browse: `optuna-dashboard {browse}`)",
         "",
         "## Trials",
         "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,11 @@ def run_child(
     timeout_s: float | None = None,
     beat: Callable[[], None] | None = None,
     beat_every_s: float = 30.0,
+    env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run `cmd` with stdout/stderr in `trial_dir`; call `beat()` every `beat_every_s` while it runs.
-    On KeyboardInterrupt/SystemExit in the worker the child is stopped and the exception re-raised."""
+    `env`: the child's environment (None: this process's). On KeyboardInterrupt/SystemExit in the
+    worker the child is stopped and the exception re-raised."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "metrics.json").unlink(missing_ok=True)  # a leftover (dir reused by a new study) must not count
     (trial_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
@@ -44,6 +46,7 @@ def run_child(
         cmd,
         trial_dir / "stdout.txt",
         stderr=trial_dir / "stderr.txt",
+        env=env,
         timeout_s=timeout_s,
         heartbeat=beat,
         heartbeat_s=beat_every_s,
