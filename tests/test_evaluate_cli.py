@@ -148,11 +148,37 @@ def test_bad_models_end_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     tiny_tok = Path(CONF_DIR).parent / "assets" / "tiny_tokenizer" / "encoder"
     for f in tiny_tok.iterdir():
         (two / f.name).write_bytes(f.read_bytes())
+    capsys.readouterr()  # save_pretrained's progress bar is not the runner's output
     assert "has 2 labels; a reward model has 1" in _error(capsys, [str(two), *args])
     (tmp_path / "empty").mkdir()
     assert "no config.json" in _error(capsys, [str(tmp_path / "empty"), *args])
     assert "offline" in _error(capsys, ["someone/not-cached-rm", *args])
     assert "not a model dir" in _error(capsys, [str(tmp_path / "missing"), *args])
+
+
+def test_a_third_party_classifier_is_scored_on_its_own_logits(tmp_path: Path) -> None:
+    """A one-label transformers classifier without rankrm.json (`rankrm.reward.load_classifier`): the rewards in
+    scores.jsonl are its logits on (prompt, response) text pairs, what `pipeline` and TRL feed it."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    d = tmp_path / "third_party"
+    cfg = BertConfig(
+        vocab_size=1000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1
+    )
+    torch.manual_seed(0)
+    clf = AutoModelForSequenceClassification.from_config(cfg).eval()
+    clf.save_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(Path(CONF_DIR).parent / "assets" / "tiny_tokenizer" / "encoder")
+    tok.save_pretrained(d)
+    rows = strict_rows(5, k=3)
+    data = write_jsonl(tmp_path / "l.jsonl", rows)
+    main([str(d), "--data", f"jsonl:{data}", "--out", str(tmp_path / "o"), "--bootstrap", "10"])
+    records = [json.loads(line) for line in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
+    for row, rec in zip(rows, records):
+        with torch.no_grad():
+            enc = tok([row["prompt"]] * len(row["responses"]), row["responses"], padding=True, return_tensors="pt")
+            expect = clf(**enc).logits[:, 0].tolist()
+        assert rec["rewards"] == pytest.approx(expect, abs=1e-5)
 
 
 def test_test_report_switches_off() -> None:
@@ -208,12 +234,14 @@ def test_vader_config_spec_scores_its_test_split_by_domain(
     assert e["metrics"]["n_lists"] == sum(g["lists"] for g in e["by_group"].values())
 
 
-def test_bench_script_agrees_with_the_transformers_pipeline(exported: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["export", "backbone"])
+def test_bench_script_agrees_with_the_transformers_pipeline(exported: Path, tmp_path: Path, model: str) -> None:
     data = write_jsonl(
         tmp_path / "l.jsonl", strict_rows(12, prompt=False)
     )  # no prompt: the pipeline sees the same texts
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_evaluate.py"
-    cmd = [sys.executable, str(script), str(exported), "--data", f"jsonl:{data}", "--quick", "--threads", "1"]
+    which = [str(exported)] if model == "export" else ["--backbone", "tiny_bert"]  # the timing command's form
+    cmd = [sys.executable, str(script), *which, "--data", f"jsonl:{data}", "--quick", "--threads", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)

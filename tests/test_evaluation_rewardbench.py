@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rankrm.errors import DataError
@@ -188,3 +191,90 @@ def test_bad_rows_name_file_line_and_field(tmp_path: Path, kind: str, row: dict,
     with pytest.raises(DataError) as err:
         list(rb.read(kind, path))
     assert f"{path}:2:" in str(err.value) and message in str(err.value)
+
+
+# ---- random rows against brute-force loops written from RewardBench's source (files cited in rewardbench.py) --
+
+
+def _brute_v1(rows: list[tuple[str, int, int]]) -> tuple[dict[str, float], dict[str, float]]:
+    """run_rm.py's strict `chosen > rejected`, then calculate_scores_per_section's loop (absent sections skipped)."""
+    right: dict[str, int] = defaultdict(int)
+    n: dict[str, int] = defaultdict(int)
+    for subset, chosen, rejected in rows:
+        n[subset] += 1
+        right[subset] += 1 if chosen > rejected else 0
+    acc = {s: right[s] / n[s] for s in n}
+    sections = {}
+    for section, tests in rb.SUBSET_MAPPING.items():
+        total_weighted_score = total_examples = 0
+        for test in tests:
+            if test in acc:
+                total_weighted_score += acc[test] * rb.EXAMPLE_COUNTS[test]
+                total_examples += rb.EXAMPLE_COUNTS[test]
+        if total_examples > 0:
+            sections[section] = total_weighted_score / total_examples
+    return acc, sections
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_v1_random_rows_match_a_brute_loop(seed: int) -> None:
+    rng = random.Random(seed)
+    subsets = rng.sample(sorted(rb.EXAMPLE_COUNTS), 12)
+    rows = [(rng.choice(subsets), rng.randint(0, 3), rng.randint(0, 3)) for _ in range(300)]  # reward ties
+    out = compute_results([_record(s, [c, r]) for s, c, r in rows], {"bootstrap": 10})["rewardbench"]["rewardbench"]
+    acc, sections = _brute_v1(rows)
+    assert out["subsets"] == pytest.approx(acc)
+    assert out["sections"] == pytest.approx(sections)
+    assert out["score"] == pytest.approx(sum(sections.values()) / len(sections))
+
+
+def _brute_ties(rows: list[tuple[str, int, list[float], int]]) -> float:
+    """process_single_model: group by (kind, prompt id), _compute_prompt_stats, the 0.3/0.3/0.2/0.2/0.01 sum."""
+    grouped: dict[tuple[str, int], list[tuple[bool, float]]] = defaultdict(list)
+    for kind, pid, scores, num_correct in rows:
+        for i, s in enumerate(scores):
+            grouped[(kind, pid)].append((i < num_correct, s))
+    ref, tied = {}, {}
+    for (kind, pid), samples in grouped.items():
+        correct = [s for ok, s in samples if ok]
+        wrong = [s for ok, s in samples if not ok]
+        spread = max(correct) - min(correct) if len(correct) > 1 else None
+        margin = min(correct) - max(wrong)
+        (ref if kind == "ref" else tied)[pid] = (margin > 0, spread, margin)
+    ref_acc = np.mean([s[0] for s in ref.values()]) if ref else 0.0
+    tied_acc = np.mean([s[0] for s in tied.values()]) if tied else 0.0
+    both = set(ref) & set(tied)
+    spread = np.array([tied[p][1] for p in both], dtype=float)
+    tied_m = np.array([tied[p][2] for p in both], dtype=float)
+    ref_m = np.array([ref[p][2] for p in both], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin_scores = np.nan_to_num(np.tanh(np.minimum(ref_m, tied_m) / spread - 1), nan=0.0)
+    return float(
+        0.30 * tied_acc
+        + 0.30 * ref_acc
+        + 0.20 * np.mean(tied_m > spread)
+        + 0.20 * np.mean(np.minimum(ref_m, tied_m) > spread)
+        + 0.01 * np.mean(margin_scores)
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_v2_random_rows_match_a_brute_loop(seed: int) -> None:
+    rng = random.Random(seed)
+    best_of_4 = [(rng.choice(rb.V2_SUBSETS[:5]), [float(rng.randint(0, 3)) for _ in range(4)]) for _ in range(200)]
+    ties = []
+    for pid in range(30):
+        ties.append(("ref", pid, [float(rng.randint(0, 4)) for _ in range(4)], 1))
+        if pid % 5:  # some prompts have no tied row: they count in ref accuracy only
+            n_correct = rng.randint(2, 4)
+            ties.append(("tied", pid, [float(rng.randint(0, 4)) for _ in range(n_correct + 2)], n_correct))
+    recs = [_record(s, r, kind="rewardbench2") for s, r in best_of_4]
+    recs += [_record("Ties", r, n, "rewardbench2", f"{k}:{pid}") for k, pid, r, n in ties]
+    out = compute_results(recs, {"bootstrap": 10})["rewardbench2"]["rewardbench"]
+    credit: dict[str, list[float]] = defaultdict(list)
+    for subset, scores in best_of_4:  # reroll_and_score_dataset's credit, chosen first
+        max_val = np.max(scores)
+        credit[subset].append((1 / np.sum(np.array(scores) == max_val)) if scores[0] == max_val else 0)
+    expect = {s: float(np.mean(c)) for s, c in credit.items()} | {"Ties": _brute_ties(ties)}
+    assert out["subsets"] == pytest.approx(expect)
+    assert out["score"] == pytest.approx(np.mean(list(expect.values())))

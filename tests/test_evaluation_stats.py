@@ -106,7 +106,8 @@ def test_ranking_metrics_are_the_training_metrics() -> None:
     rows = random_lists(200, 4)
     lists = as_lists(rows)
     t = [torch.as_tensor(a) for a in (lists.rewards, lists.labels, lists.mask)]
-    ties = set(tie_ratios(tie_sums(*t, None, None), False))  # main's tie metrics (tie_auc, ...): not in an evaluation yet
+    # main's tie metrics (tie_auc, ...) are not in an evaluation yet
+    ties = set(tie_ratios(tie_sums(*t, None, None), False))
     assert ties, "the lists hold tied pairs"
     expect = {k: v.item() for k, v in ranking_metrics(*t).items() if k not in ties}
     got = compute_results(records(rows), {"bootstrap": 10})["s"]["metrics"]
@@ -164,6 +165,31 @@ def test_calibration_sums_match_sklearn_and_torchmetrics(t: float) -> None:
     assert got["brier_x"] == pytest.approx(brier_score_loss(y, p), rel=1e-9)
     ece = binary_calibration_error(torch.as_tensor(p), torch.as_tensor(y).long(), n_bins=10).item()
     assert got["ece_x"] == pytest.approx(ece, abs=1e-9)
+
+
+@pytest.mark.parametrize("bins", [2, 10, 16])
+def test_ece_matches_a_plain_loop(bins: int) -> None:
+    """ECE by hand: every pair in both orders, binned by P into `bins` equal-width bins (P = 1 on its own, as
+    torchmetrics does), |sum of P - sum of outcomes| per bin, over the number of predictions."""
+    rows = random_lists(150, 11)
+    pairs = pairs_of(as_lists(rows))
+    cols = Columns(len(rows))
+    calibration.add_columns(cols, pairs, 0.8, "x", bins=bins)
+    tot = {k: cols.matrix[:, i].sum() for k, i in cols.names.items()}
+    got = calibration.headlines(tot, "x", bins, np.float64(len(pairs.diff)))["ece_x"]
+    conf: dict[int, float] = {}
+    hits: dict[int, float] = {}
+    n = 0
+    for r in rows:
+        for i, j in itertools.permutations(range(len(r["labels"])), 2):
+            if r["labels"][i] == r["labels"][j]:
+                continue
+            p = 1 / (1 + math.exp(-(r["rewards"][i] - r["rewards"][j]) / 0.8))  # P(i beats j)
+            b = min(math.floor(p * bins), bins)
+            conf[b] = conf.get(b, 0.0) + p
+            hits[b] = hits.get(b, 0.0) + (r["labels"][i] > r["labels"][j])
+            n += 1
+    assert got == pytest.approx(sum(abs(conf[b] - hits[b]) for b in conf) / n, abs=1e-12)
 
 
 def test_temperature_is_sklearns_one_feature_logistic_regression() -> None:
