@@ -58,6 +58,13 @@ def _default_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
 
 
+def placement(device: str | torch.device | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+    """Where a loaded model runs and in which dtype: `device` (default `_default_device`) and `dtype`
+    (default bf16 on a GPU, else fp32)."""
+    dev = _default_device(device)
+    return dev, dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
 def load_reward_model(
     model_dir: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> LoadedRewardModel:
@@ -71,8 +78,7 @@ def load_reward_model(
     if not (d / "rankrm.json").is_file():
         raise RankrmError(f"{d} is not a rankrm export (no rankrm.json); export one with rankrm-train")
     meta = json.loads((d / "rankrm.json").read_text())
-    dev = _default_device(device)
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dev, dtype = placement(device, dtype)
     fmt, pooling = InputFormat.from_metadata(meta), meta["pooling"]
     hf_logging.disable_progress_bar()
     try:
@@ -120,7 +126,7 @@ def load_classifier(
     d = Path(model_dir).expanduser()
     if not (d / "config.json").is_file():
         raise RankrmError(f"{d} is not a transformers model dir (no config.json)")
-    dev = _default_device(device)
+    dev, dtype = placement(device, dtype)
     hf_logging.disable_progress_bar()
     try:
         clf = AutoModelForSequenceClassification.from_pretrained(d, use_safetensors=True)
@@ -134,7 +140,6 @@ def load_classifier(
     if getattr(clf.config, "pad_token_id", None) is None:  # a decoder classifier finds its last token by it
         clf.config.pad_token_id = tokenizer.pad_token_id
     model = ClassifierScores(clf).requires_grad_(False)
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     return LoadedRewardModel(model.to(dev, dtype).eval(), tokenizer, DEFAULT_FORMAT, {}, d)
 
 

@@ -26,7 +26,7 @@ from rankrm.data.records import RankedList
 from rankrm.errors import RankrmError
 from rankrm.inputs import InputFormat
 from rankrm.model import RewardModel
-from rankrm.reward import LoadedRewardModel, load_classifier, load_reward_model, score_lists
+from rankrm.reward import LoadedRewardModel, load_classifier, load_reward_model, placement, score_lists
 
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]  # no pickled weights
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}  # --dtype; auto: bf16 on a GPU
@@ -64,8 +64,7 @@ def _checkpoint(ckpt: Path, device: torch.device | None, dtype: torch.dtype | No
         load_weights(module, str(ckpt))
     except (RuntimeError, OSError, KeyError) as e:
         raise RankrmError(f"{ckpt}: not a checkpoint of this run's model ({str(e).splitlines()[0]})") from None
-    dev = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)  # as load_reward_model
+    dev, dtype = placement(device, dtype)  # as load_reward_model
     joiner = cfg.data.get("prompt_joiner")  # what the run trained with; a run from before the setting: legacy
     fmt = InputFormat.from_metadata({}) if joiner is None else InputFormat(joiner=joiner)
     return in_memory(module.model.requires_grad_(False).to(dev, dtype), tokenizer, fmt, ckpt)
