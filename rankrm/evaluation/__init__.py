@@ -2,7 +2,7 @@
 
 specs.py        --data SPEC -> lists to score (+ the val lists that fit calibration)
 rewardbench.py  RewardBench v1 / v2 rows, subsets and scoring rules (ported, with citations)
-scorer.py       MODEL -> a loaded reward model; `score(model, lists)`, the one scoring function
+scorer.py       MODEL -> a `rankrm.reward.LoadedRewardModel`; `score` = `rankrm.reward.score_lists` + a progress bar
 stats.py        per-list columns: ranking metrics, length bias, gap / rank breakdowns
 calibration.py  P(i > j) = sigmoid((r_i - r_j) / T): NLL, Brier, ECE, temperature fit
 bootstrap.py    seeded percentile intervals resampling whole lists (clusters, strata)

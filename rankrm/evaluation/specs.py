@@ -83,12 +83,11 @@ def parse(text: str) -> Spec:
 
 def config_source(name: str) -> dict[str, Any]:
     """`data.source` of data config `name`, composed as `python -m rankrm.train data=<name>` would."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data={name}"])
-    return OmegaConf.to_container(cfg.data.source, resolve=True)  # type: ignore[return-value]
+    from rankrm.config import load_option
+
+    return OmegaConf.to_container(load_option("data", name).source)  # type: ignore[return-value]
 
 
 def group_of(rl: RankedList) -> str:
