@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -336,3 +337,54 @@ def test_the_cache_dir_is_configurable_and_must_be_writable(tok, tmp_path: Path,
     (tmp_path / "file").write_text("x")
     with pytest.raises(RankrmError, match="data.cache_dir=.*cannot be created"):
         cache.cache_root(str(tmp_path / "file" / "sub"))
+
+
+SWEEP = """# @package _global_
+params:
+  optimizer.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
+threads_per_trial: 1
+train_overrides: [backbone=tiny_bert, data=jsonl, "data.source.path={data}", trainer.max_steps=1, data.batch_size=4,
+                  test=false, export=false, callbacks.model_checkpoint=null]
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_of_8_trials_tokenises_once(tmp_path: Path) -> None:
+    """Two workers run 8 trials, each a `rankrm.train` process: one builds the cache, seven map it."""
+    data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(30))
+    (tmp_path / "conf" / "sweep").mkdir(parents=True)
+    (tmp_path / "conf" / "sweep" / "tok.yaml").write_text(SWEEP.format(data=data))
+    cmd = [sys.executable, "-m", "rankrm.sweep", "--config-dir", str(tmp_path / "conf"), "sweep=tok"]
+    cmd += [f"dir={tmp_path / 'sw'}", "n_trials=8", "workers=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RANKRM_DATA_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [p.read_text() for p in sorted((tmp_path / "sw" / "trials").glob("*/train.log"))]
+    assert len(logs) == 8 and all("wrote " in log for log in logs)
+    assert sum(log.count("rankrm data cache: building") for log in logs) == 1
+    assert sum(log.count("rankrm data cache: mapped") for log in logs) == 7
+
+
+@pytest.mark.slow
+def test_ddp_ranks_started_together_share_one_build(tmp_path: Path) -> None:
+    """Two gloo ranks launched at once (as torchrun or SLURM do): one builds, the other waits and maps."""
+    data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(40))
+    port = 29500 + os.getpid() % 1000
+    base = {**os.environ, "HF_HUB_OFFLINE": "1", "RANKRM_DATA_CACHE_DIR": str(tmp_path / "cache")}
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0")
+    procs = []
+    for rank in range(2):
+        cmd = [sys.executable, "-m", "rankrm.train", "backbone=tiny_bert", "data=jsonl", f"data.source.path={data}"]
+        cmd += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=2", "threads=1"]
+        cmd += ["data.batch_size=4", "test=false", "export=false", "callbacks.progress_bar=null"]
+        cmd += [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.job.name=rank{rank}"]
+        env = {**base, "LOCAL_RANK": str(rank), "RANK": str(rank)}
+        procs.append(
+            subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[-3000:] for o in outs]
+    assert sum(o.count("rankrm data cache: building") for o in outs) == 1, outs
+    assert sum(o.count("rankrm data cache: mapped") for o in outs) == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2 and metrics["data"]["cache"]["dir"].startswith(str(tmp_path / "cache"))

@@ -14,13 +14,14 @@ One entry is a folder (`cache.py` names it and decides when to build):
 Every list read has a row, in read order per input, so the reader (`items.py`) carves splits,
 applies limits and counts drops exactly as the in-memory path did, without the texts.
 
-Size on disk: 2 bytes a token (+1 with type ids), 16 a sequence, 16 a list: ~0.9 GB for 400k
-lists x 4 x ~190 tokens. Building streams: rows are parsed one at a time and tokenised in chunks
-of ~4k sequences, each chunk's tokens appended to `tokens.bin` while the next chunk is parsed;
-memory holds three chunks, 9 bytes a sequence and 12 a list (offsets, labels, per-list fields)
-and the set of group keys (prompts) of the train input. Time: one pass over the rows, plus the
-tokenizer (its threads on: `TOKENIZERS_PARALLELISM=true` while building only, since the training
-process turns them off to leave the cores to torch).
+Size on disk: 2 bytes a token (+1 with type ids; 4 past 65,536 ids), 16 bytes a sequence and
+16 a list: ~0.9 GB for 400k lists x 4 x ~190 tokens with type ids. Building streams: rows are
+parsed one at a time and tokenised in chunks of ~4k sequences, each chunk's tokens appended to
+`tokens.bin` while the next chunk is parsed; memory holds three chunks, the 16 + 16 bytes a
+sequence and a list of the small arrays, and the set of group keys (prompts) of the train
+input. Time: one pass over the rows plus the tokenizer (its threads on:
+`TOKENIZERS_PARALLELISM=true` while building only; the training process turns them off to
+leave the cores to torch).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ class Writer:
         self.cols["list_group"] = array("i", ranked.tobytes())
 
 
-def _chunks(lists: Iterable[Listed], n_seqs: int) -> Iterator[list[Listed]]:
+def chunks(lists: Iterable[Listed], n_seqs: int) -> Iterator[list[Listed]]:
     """Consecutive lists, about `n_seqs` responses a chunk."""
     chunk: list[Listed] = []
     size = 0
@@ -228,7 +229,7 @@ def write_lists(
     writer = Writer(root, token_dtype(tokenizer))
     pending: tuple[list[Listed], list[RankedList], Future] | None = None
     with tokenizer_threads(), ThreadPoolExecutor(1, thread_name_prefix="rankrm-tokenize") as pool:
-        for chunk in _chunks(lists, CHUNK_SEQS):
+        for chunk in chunks(lists, CHUNK_SEQS):
             untied = [rl for rl, _, _ in chunk if not all_tied(rl)]
             jobs = [make_job(tokenizer, rl, r) for rl in untied for r in rl.responses]
             future = pool.submit(tokenize_jobs, tokenizer, jobs, limit, truncation_side)
