@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from data_fixtures import (
@@ -21,11 +23,12 @@ from data_fixtures import (
     write_jsonl,
     write_vader,
 )
-from inmemory_reference import loader_batches, reference
+from inmemory_reference import epoch_batches, loader_batches, rank_batches, reference
 from torch.utils.data import DataLoader
 
 from rankrm.data import cache
 from rankrm.data.datamodule import RankDataModule
+from rankrm.data.sampler import ListBatchSampler
 from rankrm.data.sources import resolve
 from rankrm.errors import RankrmError
 
@@ -241,8 +244,6 @@ def test_a_corrupt_or_half_written_entry_is_rebuilt_with_one_log_line(
     elif damage == "no_manifest":  # a copy that stopped before its last file
         (entry / "manifest.json").unlink()
     else:
-        import numpy as np
-
         np.save(entry / "list_offsets.npy", np.zeros(21, dtype=np.int64))  # same size, wrong content
     stale = tmp_path / "c" / f".{entry.name}.tmp-killed"
     stale.mkdir()  # a build killed half way
@@ -388,3 +389,32 @@ def test_ddp_ranks_started_together_share_one_build(tmp_path: Path) -> None:
     assert sum(o.count("rankrm data cache: mapped") for o in outs) == 1
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train"]["world_size"] == 2 and metrics["data"]["cache"]["dir"].startswith(str(tmp_path / "cache"))
+
+
+def test_sampler_matches_the_plain_python_batching_on_random_sizes() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(0, 60))
+        sizes = [(int(rng.integers(2, 5)), int(rng.integers(1, 9))) for _ in range(n)]  # many ties
+        cfg = {"seed": int(rng.integers(0, 5)), "batch_size": int(rng.integers(1, 6)), "max_tokens": None}
+        cfg.update(length_grouping=bool(rng.random() < 0.7), replicas=int(rng.integers(1, 4)))
+        if cfg["length_grouping"] and rng.random() < 0.5:
+            cfg["max_tokens"] = int(rng.integers(1, 40))
+        shuffle = bool(rng.random() < 0.7)
+        for rank in range(cfg["replicas"]):
+            s = ListBatchSampler(sizes, cfg["batch_size"], cfg["max_tokens"], shuffle, cfg["length_grouping"],
+                                 cfg["seed"], cfg["replicas"], rank)  # fmt: skip
+            for epoch in range(2):
+                s.set_epoch(epoch)
+                want = epoch_batches(sizes, cfg, shuffle, epoch)
+                assert s.epoch_batches() == want, (trial, cfg)
+                assert list(s) == rank_batches(want, cfg, rank) and len(s) == len(list(s)), (trial, cfg)
+
+
+def test_a_split_pickles_as_its_cache_path(tok, tmp_path: Path) -> None:
+    """DataLoader workers started with spawn get the split by pickle: the maps reopen, nothing is copied."""
+    dm, _ = _built_entry(tok, write_jsonl(tmp_path / "d.jsonl", strict_rows(200)), tmp_path / "c")
+    train = dm.datasets["train"]
+    blob = pickle.dumps(train)
+    again = pickle.loads(blob)
+    assert len(blob) < train.store.tokens.nbytes and list(again) == list(train)

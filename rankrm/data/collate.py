@@ -90,13 +90,13 @@ class RankCollator:
 
 
 def padding_counts(
-    batches: Sequence[Sequence[int]], k: np.ndarray, n_tokens: np.ndarray, max_len: np.ndarray
+    batches: Sequence[Sequence[int] | np.ndarray], k: np.ndarray, n_tokens: np.ndarray, max_len: np.ndarray
 ) -> tuple[int, int]:
     """(real tokens, padded slots) over `batches` of item indices, as the collator pads them,
     from each item's sequence count `k`, token count and longest sequence."""
     if not batches:
         return 0, 0
-    order = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
+    order = np.concatenate(batches).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum([len(b) for b in batches])[:-1]]).astype(np.int64)
     real = np.add.reduceat(n_tokens[order], starts)  # per batch
     rows = np.add.reduceat(k[order], starts)

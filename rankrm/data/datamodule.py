@@ -27,8 +27,9 @@ checkpoint saved mid-epoch records how many batches were done, and a resumed run
 
 Memory: index arrays of a few int64s a list and a sequence (see `items`), plus the pages of the
 mapped files the OS keeps cached (shared by every process that maps them). Time of a cached
-setup: vectorised passes over the lists, a Python loop per item for `max_tokens` packing and
-`random.shuffle` of the pairs with `as_pairs` (see scripts/bench_data.py for measured figures).
+setup: vectorised passes over the lists, plus Python loops where the in-memory path's exact
+order needs them: `random.shuffle` of the group ranks when carving and of the pairs with
+`as_pairs`, and the `max_tokens` packing (see scripts/bench_data.py for measured figures).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class RankDataModule(pl.LightningDataModule):
         )
 
     def _split_stats(self, split: str, kept: np.ndarray, items: SplitItems) -> dict[str, Any]:
-        batches = self.sampler(split, items=items).epoch_batches(0) if len(items) else []
+        batches = self.sampler(split, items=items).epoch_arrays(0) if len(items) else []
         real, pad = padding_counts(batches, items.k, items.n_tokens, items.max_len)
         ks, n = np.unique(items.k, return_counts=True)
         return {

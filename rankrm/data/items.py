@@ -30,9 +30,8 @@ def split_rows(store: Store, fractions: Sequence[float], seed: int) -> tuple[dic
     shares = carved_shares({s: (s if s in given else None) for s in SPLITS}, fractions)
     code = np.asarray(store.list_input).astype(np.int64)  # (L,) input each list came from
     if shares:
-        table = np.array([SPLITS.index(s) for s in assign_ranks(store.manifest["groups"], shares, seed)], np.int64)
         pool = code == 0
-        code[pool] = table[store.list_group[pool]]
+        code[pool] = assign_ranks(store.manifest["groups"], shares, seed)[store.list_group[pool]]
     return {s: np.flatnonzero(code == i) for i, s in enumerate(SPLITS)}, sorted(shares)
 
 

@@ -100,7 +100,8 @@ class ListBatchSampler(Sampler[list[int]]):
             rows, width = rows + k, max(width, t)
         return np.split(order, cuts) if len(order) else []
 
-    def _epoch(self, epoch: int | None) -> list[np.ndarray]:
+    def epoch_arrays(self, epoch: int | None = None) -> list[np.ndarray]:
+        """`epoch_batches` as index arrays (no Python list per batch)."""
         e = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, e]) if self.shuffle else None
         batches = self._chunk(self._order(rng))
@@ -110,11 +111,11 @@ class ListBatchSampler(Sampler[list[int]]):
 
     def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
         """All batches of an epoch before sharding (global batches of batch_size * num_replicas lists)."""
-        return [b.tolist() for b in self._epoch(epoch)]
+        return [b.tolist() for b in self.epoch_arrays(epoch)]
 
     def rank_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """This rank's batches of an epoch: its part of each of the epoch's steps (see module docstring)."""
-        batches, r = self._epoch(epoch), self.num_replicas
+        batches, r = self.epoch_arrays(epoch), self.num_replicas
         if r == 1 or not batches:
             return batches
         if self.max_tokens is None:  # one global batch per step, cut into r contiguous shards
@@ -133,7 +134,7 @@ class ListBatchSampler(Sampler[list[int]]):
         if self.max_tokens is None:  # one step per global batch
             return math.ceil(len(self.k) / (self.n_lists * self.num_replicas))
         if self._n_budget is None:  # equal sizes pack alike whatever their order: one count for every epoch
-            self._n_budget = len(self._epoch(0))
+            self._n_budget = len(self.epoch_arrays(0))
         return math.ceil(self._n_budget / self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:

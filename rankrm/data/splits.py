@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rankrm.data.records import RankedList
 from rankrm.errors import RankrmError
 
@@ -52,21 +54,20 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return fr[0] / total, fr[1] / total, fr[2] / total
 
 
-def assign_ranks(n_groups: int, shares: Mapping[str, float], seed: int) -> list[str]:
-    """The split of each group, by the group's rank in the sorted group keys (see `assign_groups`).
+def assign_ranks(n_groups: int, shares: Mapping[str, float], seed: int) -> np.ndarray:
+    """The split of each group (an index into `SPLITS`) by the group's rank in the sorted group keys.
 
     Only the number of groups matters: `random.shuffle` draws the same swaps for any list of that
-    length, so shuffling the ranks 0..n-1 moves each group where shuffling its key would. This is
-    how the token cache carves: it stores one rank per list, never the keys.
+    length, so shuffling the ranks 0..n-1 moves each group where shuffling its key would (see
+    `assign_groups`). This is how the token cache carves: it stores one rank per list, not the keys.
     """
     order = list(range(n_groups))
     random.Random(f"{seed}:split").shuffle(order)
-    out = ["train"] * n_groups
+    out = np.zeros(n_groups, dtype=np.int8)  # SPLITS[0]: train
     start = 0
     for name, share in shares.items():
         n = round(share * n_groups)
-        for rank in order[start : start + n]:
-            out[rank] = name
+        out[order[start : start + n]] = SPLITS.index(name)
         start += n
     return out
 
@@ -78,7 +79,7 @@ def assign_groups(groups: Iterable[str], shares: Mapping[str, float], seed: int)
     stably), so the assignment is the same on every run and machine whatever the read order.
     """
     keys = sorted(set(groups))
-    return dict(zip(keys, assign_ranks(len(keys), shares, seed)))
+    return {g: SPLITS[i] for g, i in zip(keys, assign_ranks(len(keys), shares, seed).tolist())}
 
 
 def carve(items: Items, shares: Mapping[str, float], seed: int) -> Splits:

@@ -79,7 +79,7 @@ class Store:
                 raise Corrupt(f"{name}: {f.stat().st_size if f.is_file() else 'no'} bytes, manifest says {size}")
         self.tokens = _map(self.path / "tokens.bin", m["dtype"], m["tokens"])
         self.types = _map(self.path / "types.bin", "uint8", m["tokens"]) if m["types"] else None
-        a = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in SMALL}
+        a = {name: np.asarray(np.load(self.path / f"{name}.npy", mmap_mode="r")) for name in SMALL}  # plain views
         self._check(a)
         self.seq_offsets, self.labels, self.list_offsets = a["seq_offsets"], a["labels"], a["list_offsets"]
         self.list_input, self.list_group = a["list_input"], a["list_group"]
@@ -105,7 +105,7 @@ class Store:
 def _map(path: Path, dtype: str, n: int) -> np.ndarray:
     if n == 0:  # numpy cannot map an empty file
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=(n,)))  # an ndarray view: no memmap wrapping
 
 
 def token_dtype(tokenizer: Any) -> np.dtype:
