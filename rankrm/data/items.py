@@ -5,9 +5,9 @@ The cache (`tokencache.Store`) holds every list read; this module decides, from 
 `split_rows` carves val/test from the train input by group rank (`splits.assign_ranks`),
 `select` drops tied lists, applies `limit_*` and the overlong filter and counts each step,
 `SplitItems.of_lists` / `of_pairs` make the dataset (item -> sequences of the cache).
-Memory: a few int64 arrays of one entry per list and per sequence (~50 bytes a list of 4);
-pairs: one per pair, plus a Python list of the pair indices while it is shuffled (~40 bytes a
-pair, for `random.shuffle`, which keeps the pair order of the in-memory path).
+Memory: int64 arrays of one entry per list and per sequence (~40 bytes a sequence); pairs:
+~80 bytes a pair, plus a Python list of the pair indices while it is shuffled (~36 bytes a
+pair: `random.shuffle`, which keeps the pair order of the in-memory path).
 """
 
 from __future__ import annotations
