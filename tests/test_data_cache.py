@@ -418,3 +418,27 @@ def test_a_split_pickles_as_its_cache_path(tok, tmp_path: Path) -> None:
     blob = pickle.dumps(train)
     again = pickle.loads(blob)
     assert len(blob) < train.store.tokens.nbytes and list(again) == list(train)
+
+
+def test_a_hub_dataset_is_keyed_by_its_datasets_fingerprints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import datasets
+
+    from rankrm.data.cachekey import source_key
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    prints = {"train": "aaa", "test": "bbb"}
+    loaded = []
+
+    def load_dataset(path, name=None, split=None, revision=None):  # datasets.load_dataset, recorded
+        loaded.append((path, name, split, revision))
+        return {s: SimpleNamespace(_fingerprint=f) for s, f in prints.items()}
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    r = resolve({"reader": "hf", "path": "org/prefs", "revision": "v1"})
+    first = source_key(r, 0, tmp_path)
+    assert source_key(r, 5, tmp_path)[0] == first[0] and loaded[0] == ("org/prefs", None, None, "v1")
+    prints["train"] = "ccc"  # new content upstream (or another revision): another key
+    assert source_key(r, 0, tmp_path)[0] != first[0]
