@@ -122,7 +122,7 @@ class Writer:
         self.cols = {name: array(_TYPECODES[dt]) for name, dt in SMALL.items()}
         self.cols["seq_offsets"].append(0)
         self.cols["list_offsets"].append(0)
-        self.tokens = open(root / "tokens.bin", "wb")  # noqa: SIM115 -- closed in finish()
+        self.tokens = open(root / "tokens.bin", "wb")  # closed in finish()
         self.types: Any = None
         self.n_tokens = 0
 
@@ -148,7 +148,7 @@ class Writer:
         if types:
             if self.types is None:
                 assert self.n_tokens == lens.sum(), "type ids for some sequences only"
-                self.types = open(self.root / "types.bin", "wb")  # noqa: SIM115 -- closed in finish()
+                self.types = open(self.root / "types.bin", "wb")  # closed in finish()
             np.fromiter(chain.from_iterable(types), np.uint8, count=int(lens.sum())).tofile(self.types)
 
     def finish(self) -> dict[str, Any]:
@@ -176,9 +176,9 @@ class Writer:
 
     def set_groups(self, rank_of: np.ndarray) -> None:
         """Replace first-seen group ids by their rank among the sorted keys (see `items.split_rows`)."""
-        g = np.frombuffer(self.cols["list_group"], dtype=np.int32)
         if not len(rank_of):  # no train input groups (a builder's lists)
             return
+        g = np.frombuffer(self.cols["list_group"], dtype=np.int32)
         ranked = np.where(g >= 0, rank_of[np.maximum(g, 0)], -1).astype(np.int32)
         self.cols["list_group"] = array("i", ranked.tobytes())
 
