@@ -11,13 +11,14 @@ unique to each list. For each (N, W), each arm in its own process (`bench_common
            module's setup, which builds the cache (parse + tokenise + write), then the first batch
   cached   the same on the built cache (every later run, trial and rank): preflight + setup + first
            batch = the data work before the first step (imports and the tokenizer load excluded)
-  before   the same with the in-memory path this replaced (rankrm at `--before-ref`, from git),
-           only where it fits in memory (`--before-max-tokens`; ~80 bytes a token: 400k x 4 x 150
-           words would need ~35 GB)
+  before   the same with the in-memory path this replaced (rankrm at `--before-ref`, from git, first
+           on the child's PYTHONPATH), only where it fits in memory (`--before-max-tokens`; ~80 bytes a
+           token: 400k x 4 x 150 words would need ~35 GB)
   cli      (`--cli`) `python -m rankrm.train data=jsonl ... trainer.max_steps=1` on the built cache,
            and on a 200-list set: peak RSS above model + optimizer = the difference
-Figures: seconds (median of `--repeats` interleaved runs for cached/before), tokens/s, and the
-peak RSS of each process above its RSS after imports and the tokenizer (`data_rss_mb`).
+Figures: seconds (median of `--repeats` interleaved runs for cached/before), tokens/s, the peak RSS
+of each process above its RSS after imports and the tokenizer (`data_rss_mb`), the cache's bytes on
+disk, and one epoch of the train loader (every batch collated, no model: `epoch_s`).
 
 The runs for the README (an idle machine; over an hour, most of it the 400k x 150-word build;
 ~8 GB of data and caches under --workdir):
@@ -43,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-BEFORE_REF = "4953305"  # main before the token cache (issue 14)
+BEFORE_REF = "500eac5"  # main before the token cache was merged (issue 14): the in-memory path
 COLUMNS = [
     ("data", "data"),
     ("tokens", "tokens"),
@@ -54,8 +55,10 @@ COLUMNS = [
     ("build_rss_mb", "build data RSS MB"),
     ("cached_s", "cached: data s before step 1"),
     ("cached_rss_mb", "cached data RSS MB"),
+    ("cached_epoch_s", "cached: epoch of batches s"),
     ("before_s", "before: data s before step 1"),
     ("before_rss_mb", "before data RSS MB"),
+    ("before_epoch_s", "before: epoch of batches s"),
     ("cli_rss_above_mb", "CLI RSS above model+opt MB"),
     ("cache_mb", "cache MB"),
 ]
@@ -63,7 +66,6 @@ COLUMNS = [
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one arm from a spec file
     p.add_argument("--sizes", default="4000,100000,400000", help="lists per data set, comma-separated")
     p.add_argument("--words", default="25,150", help="words per response, comma-separated")
     p.add_argument("--k", type=int, default=4, help="responses per list")
@@ -85,8 +87,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker:
-        return bc.serve_worker(args.worker, WORKERS[json.loads(Path(args.worker).read_text())["arm"]])
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_data_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     before_tree = checkout(args.before_ref, workdir)
@@ -114,7 +114,9 @@ def checkout(ref: str, workdir: Path) -> Path:
     tree = workdir / f"rankrm-{ref}"
     if not (tree / "rankrm" / "__init__.py").is_file():
         tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", ref, "rankrm"], cwd=bc.REPO, capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "archive", ref, "rankrm", "hydra_plugins"], cwd=bc.REPO, capture_output=True, check=True
+        )
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
     return tree
 
@@ -125,16 +127,15 @@ def measure(args: argparse.Namespace, workdir: Path, before_tree: Path, n: int, 
     cache_dir = workdir / f"cache_{name}"
     subprocess.run(["rm", "-rf", str(cache_dir)], check=True)
     spec = {"data": str(data), "backbone": args.backbone, "cache_dir": str(cache_dir), "bare_seqs": args.bare_seqs}
-    bare = bc.run_worker("bench_data.py", {**spec, "name": f"{name}_bare", "arm": "bare"}, workdir, args.threads)
-    build = bc.run_worker("bench_data.py", {**spec, "name": f"{name}_build", "arm": "data"}, workdir, args.threads)
+    bare = bc.run_worker("bench_data:bare_tokenizer", {**spec, "name": f"{name}_bare"}, workdir, args.threads)
+    build = bc.run_worker("bench_data:data_work", {**spec, "name": f"{name}_build"}, workdir, args.threads)
     tokens = build["cache_tokens"]
     run_before = tokens <= args.before_max_tokens
     cached, before = [], []
     for r in range(args.repeats):  # interleaved, so a change of machine load hits both alike
-        cached.append(bc.run_worker("bench_data.py", {**spec, "name": f"{name}_cached{r}", "arm": "data"}, workdir, 1))
+        cached.append(bc.run_worker("bench_data:data_work", {**spec, "name": f"{name}_cached{r}"}, workdir, 1))
         if run_before:
-            b = {**spec, "name": f"{name}_before{r}", "arm": "data", "tree": str(before_tree)}
-            before.append(bc.run_worker("bench_data.py", b, workdir, 1))
+            before.append(run_before_tree({**spec, "name": f"{name}_before{r}"}, workdir, before_tree))
     c = bc.median_runs(cached)
     row = {
         "data": f"{n:,} x {args.k} x ~{words} words",
@@ -149,16 +150,28 @@ def measure(args: argparse.Namespace, workdir: Path, before_tree: Path, n: int, 
         "cached_s": c["data_s"],
         "cached_parts_s": {k: c[k] for k in ("preflight_s", "setup_s", "first_batch_s")},
         "cached_rss_mb": c["data_rss_mb"],
+        "cached_epoch_s": c["epoch_s"],
         "cache_hit": c["cache_hit"],
         "cache_mb": build["cache_bytes"] / 2**20,
         "runs": {"bare": bare, "build": build, "cached": cached, "before": before},
     }
     if before:
         b = bc.median_runs(before)
-        row.update(before_s=b["data_s"], before_rss_mb=b["data_rss_mb"])
+        row.update(before_s=b["data_s"], before_rss_mb=b["data_rss_mb"], before_epoch_s=b["epoch_s"])
     if args.cli:
         row.update(cli(args, workdir, data, cache_dir))
     return row
+
+
+def run_before_tree(spec: dict[str, Any], workdir: Path, tree: Path) -> dict[str, Any]:
+    """`data_work` with the rankrm of `tree` imported (its own `rankrm.launch` serves the call)."""
+    from rankrm.launch import child_env, run_function
+
+    env = child_env(1, pythonpath=[tree, bc.SCRIPTS])
+    result, fin = run_function(
+        "bench_data:data_work", {**spec, "workdir": str(workdir)}, workdir, spec["name"], env=env, cwd=tree
+    )
+    return bc.with_process_figures(result, fin, spec["name"])
 
 
 def make_data(path: Path, n: int, k: int, words: int, backbone: str) -> Path:
@@ -186,19 +199,17 @@ def make_data(path: Path, n: int, k: int, words: int, backbone: str) -> Path:
 
 
 def _tokenizer(backbone: str) -> Any:
-    from omegaconf import OmegaConf
-
-    from rankrm import CONF_DIR
     from rankrm.backbones import load_tokenizer, resolve_name_or_path
+    from rankrm.config import load_option
 
-    cfg = OmegaConf.load(Path(CONF_DIR) / "backbone" / f"{backbone}.yaml")
-    c = {"trust_remote_code": False, "padding_side": cfg.get("padding_side") or "right"}
-    return load_tokenizer(resolve_name_or_path(cfg.name_or_path), c)
+    cfg = load_option("backbone", backbone)
+    return load_tokenizer(resolve_name_or_path(cfg.name_or_path), cfg)
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -206,10 +217,8 @@ def rss_mb() -> float:
 def data_work(spec: dict[str, Any]) -> dict[str, Any]:
     """What `rankrm.train` does with the data before step 1 (preflight, setup, first batch), timed.
 
-    With `tree`, the rankrm at that path runs instead (the in-memory path): the same calls exist there.
+    Run under an older rankrm (`run_before_tree`), the same calls are the in-memory path's.
     """
-    if spec.get("tree"):
-        sys.path.insert(0, spec["tree"])
     os.environ["RANKRM_DATA_CACHE_DIR"] = spec["cache_dir"]
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -227,8 +236,11 @@ def data_work(spec: dict[str, Any]) -> dict[str, Any]:
     dm = instantiate(cfg.data, tokenizer=tok, seed=cfg.seed, preread=checked)
     dm.setup("fit")
     t2 = time.perf_counter()
-    batch = next(iter(dm.train_dataloader()))
+    loader = iter(dm.train_dataloader())
+    batch = next(loader)
     t3 = time.perf_counter()
+    n_batches = 1 + sum(1 for _ in loader)  # the rest of one epoch: what feeding the model costs per epoch
+    t4 = time.perf_counter()
     cache = dm.stats.get("cache", {})
     built = not cache.get("hit", True)
     manifest = json.loads((Path(cache["dir"]) / "manifest.json").read_text()) if cache else {}
@@ -238,13 +250,15 @@ def data_work(spec: dict[str, Any]) -> dict[str, Any]:
         "setup_s": t2 - t1,
         "first_batch_s": t3 - t2,
         "data_s": t3 - t0,
+        "epoch_s": t4 - t2,
+        "epoch_batches": n_batches,
         "batch_shape": list(batch["input_ids"].shape),
         "cache_hit": cache.get("hit"),
         "cache_tokens": cache.get("tokens"),
         "cache_bytes": cache.get("bytes"),
         "build_tok_s": manifest["tokens"] / manifest["build_s"] if built else None,
         "train_lists": dm.stats["train"]["lists"],
-        "data_rss_mb": bc.vm_hwm_mb() - base_rss,
+        "data_rss_mb": rss_mb("VmHWM") - base_rss,
         "rss_anon_mb": int(status.get("RssAnon", "0 kB").split()[0]) / 1024,  # at the end: the data's own memory
         "rss_file_mb": int(status.get("RssFile", "0 kB").split()[0]) / 1024,  # mapped files (cache pages) + libraries
     }
@@ -256,8 +270,8 @@ def bare_tokenizer(spec: dict[str, Any]) -> dict[str, Any]:
 
     from rankrm.data.sources import resolve
     from rankrm.data.tokencache import CHUNK_SEQS, chunks, tokenizer_threads
-    from rankrm.data.tokenize import make_job
     from rankrm.data.validate import DropLog
+    from rankrm.inputs import make_job
 
     tok = _tokenizer(spec["backbone"])
     backend = tok.backend_tokenizer
@@ -297,8 +311,6 @@ def cli(args: argparse.Namespace, workdir: Path, data: Path, cache_dir: Path) ->
     out["cli_rss_above_mb"] = out["cli_rss_mb"] - out["cli_small_rss_mb"]
     return out
 
-
-WORKERS = {"data": data_work, "bare": bare_tokenizer}
 
 if __name__ == "__main__":
     sys.exit(main())

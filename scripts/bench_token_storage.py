@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     data = bench_data.make_data(work / f"n{args.lists}_w{args.words}.jsonl", args.lists, 4, args.words, args.backbone)
     tok = bench_data._tokenizer(args.backbone)
     store, _ = open_tokens(
-        {"reader": "jsonl", "path": str(data)}, tok, 0, 512, "filter", "left", False, str(work / "c")
+        {"reader": "jsonl", "path": str(data)}, tok, 0, 512, "filter", "left", False, cache_dir=str(work / "c")
     )
     offsets, tokens = np.asarray(store.seq_offsets), np.asarray(store.tokens)
     rng = np.random.default_rng(0)

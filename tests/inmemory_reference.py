@@ -20,6 +20,7 @@ from rankrm.data.sources import read_source
 from rankrm.data.splits import SPLITS
 from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
 from rankrm.data.validate import all_tied
+from rankrm.inputs import InputFormat
 
 
 def expand_pairs(items: list[EncodedList], seed: int) -> list[EncodedList]:
@@ -139,7 +140,8 @@ def reference(tokenizer: Any, source: dict[str, Any], **kw: Any) -> tuple[dict[s
         if cap is not None and len(untied) > cap:
             keep = sorted(random.Random(f"{cfg['seed']}:limit:{split}").sample(range(len(untied)), int(cap)))
             limited = [untied[i] for i in keep]
-        kept, counts = encode_lists(tokenizer, limited, max_len, cfg["overlong"], cfg["truncation_side"])
+        fmt = InputFormat(joiner=cfg.get("prompt_joiner", ""))
+        kept, counts = encode_lists(tokenizer, limited, max_len, cfg["overlong"], cfg["truncation_side"], fmt)
         items = expand_pairs(kept, cfg["seed"]) if (cfg["as_pairs"] and split == "train") else kept
         batches = epoch_batches([(e.k, e.max_len) for e in items], {**cfg, "replicas": 1}, split == "train", 0)
         stats[split] = {

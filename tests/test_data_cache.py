@@ -64,7 +64,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 DM_KEYS = ("batch_size", "max_tokens", "max_length", "overlong", "truncation_side", "length_grouping", "as_pairs")
-DM_KEYS += ("skip_invalid", "limit_train", "limit_val", "limit_test")
+DM_KEYS += ("skip_invalid", "limit_train", "limit_val", "limit_test", "prompt_joiner")
 
 
 def compare(tokenizer: Any, source: dict, tmp_path: Path, epochs: int = 2, **kw: Any) -> RankDataModule:
@@ -157,6 +157,11 @@ def _source_cases(tmp: Path) -> dict[str, tuple[Any, dict, dict]]:
             {"reader": "trl_pairs", "path": str(tmp / "c.jsonl")},
             {"overlong": "truncate", "max_length": 10, "as_pairs": True},
         ),
+        "text_decoder_joiner": (  # text prompts on a decoder: one text prompt + joiner + response
+            _decoder_tokenizer(),
+            {"reader": "jsonl", "path": str(write_jsonl(tmp / "d.jsonl", mixed_rows(40)))},
+            {"prompt_joiner": "\n\nAnswer: ", "overlong": "truncate", "max_length": 14},
+        ),
         "oasst": (
             None,
             {"reader": "oasst", "path": str(write_jsonl(tmp / "t.jsonl", [oasst_tree(f"T{i}") for i in range(12)]))},
@@ -183,7 +188,8 @@ def _source_cases(tmp: Path) -> dict[str, tuple[Any, dict, dict]]:
 
 
 @pytest.mark.parametrize(
-    "name", ["chat_decoder", "chat_truncate", "oasst", "seed_tsv", "vader", "val_file", "skip_invalid"]
+    "name",
+    ["chat_decoder", "chat_truncate", "text_decoder_joiner", "oasst", "seed_tsv", "vader", "val_file", "skip_invalid"],
 )
 def test_every_source_kind_gives_the_in_memory_batches(tok, tmp_path: Path, name: str) -> None:
     tokenizer, source, kw = _source_cases(tmp_path)[name]
@@ -272,7 +278,7 @@ tokencache.CHUNK_SEQS = 8
 go = Path({go!r})
 while not go.exists():
     time.sleep(0.01)
-store, info = cache.open_tokens({source!r}, minilm_tokenizer(), 0, 64, "filter", "left", False, {root!r})
+store, info = cache.open_tokens({source!r}, minilm_tokenizer(), 0, 64, "filter", "left", False, cache_dir={root!r})
 print(json.dumps({{"hit": info["hit"], "dir": info["dir"], "tokens": int(store.tokens.sum())}}))
 """
 

@@ -17,12 +17,14 @@ have an entry mapped keep reading it (Linux keeps unlinked files until they are 
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -39,22 +41,17 @@ from rankrm.data.splits import SPLITS
 from rankrm.data.tokencache import Corrupt, Store, write_lists
 from rankrm.data.validate import DropLog
 from rankrm.errors import RankrmError
+from rankrm.inputs import DEFAULT_FORMAT, InputFormat
 from rankrm.io import atomic_write_json
+from rankrm.paths import data_cache_root
 
 log = logging.getLogger(__name__)
 Lists = Iterator[tuple[Any, int, "str | None"]]  # (RankedList, input code, split group key or None)
 
 
 def cache_root(configured: str | None = None) -> Path:
-    """Where token caches live, created if missing: `data.cache_dir`, else `$RANKRM_DATA_CACHE_DIR`
-    (tokens can take GBs: a scratch disk), else `data/` under the root `rankrm.backbones.cache_root`
-    uses (`$RANKRM_CACHE_DIR`, else the user cache dir)."""
-    if configured or os.environ.get("RANKRM_DATA_CACHE_DIR"):
-        root = Path(configured or os.environ["RANKRM_DATA_CACHE_DIR"]).expanduser()
-    else:
-        import platformdirs
-
-        root = Path(os.environ.get("RANKRM_CACHE_DIR") or platformdirs.user_cache_dir("rankrm")) / "data"
+    """Where token caches live (`rankrm.paths.data_cache_root`), created if missing."""
+    root = data_cache_root(configured)
     try:
         (root / "digests").mkdir(parents=True, exist_ok=True)
         (root / "validated").mkdir(exist_ok=True)
@@ -98,23 +95,29 @@ class SourceCheck:
         self.key, self.parts, self.facts = key, parts, facts
 
 
-def check_source(source: Mapping[str, Any], seed: int, skip_invalid: bool, cache_dir: str | None) -> SourceCheck:
+def check_source(
+    source: Mapping[str, Any], seed: int, skip_invalid: bool, cache_dir: str | None, keep: bool = True
+) -> SourceCheck:
     """Preflight's data check: every record of `source` valid (or dropped and counted), streamed, no tokenizer.
 
-    A source whose content and options passed before is not read again (`validated/<key>.json`).
+    With `keep` (data.cache=true), a source whose content and options passed before is not read again
+    (`validated/<key>.json`); without it nothing is hashed, read back or written.
     """
     r = resolve(source)
     root = cache_root(cache_dir)
-    key, parts = source_key(r, seed, root / "digests")
+    key, parts = source_key(r, seed, root / "digests") if keep else (None, {})
     marker = root / "validated" / f"{key}.json"
     try:
-        facts = json.loads(marker.read_text())
+        facts = json.loads(marker.read_text()) if keep else None
     except (OSError, ValueError):
+        facts = None
+    if facts is None:
         drops = DropLog(skip_invalid)
         for _ in source_lists(r, seed, drops, {}):
             pass
         facts = {"dropped": drops.as_dict(), "examples": drops.examples}
-        atomic_write_json(marker, facts)
+        if keep:
+            atomic_write_json(marker, facts)
     dropped_error(facts, skip_invalid)
     return SourceCheck(key, parts, facts)
 
@@ -132,42 +135,80 @@ def open_tokens(
     overlong: str,
     truncation_side: str,
     skip_invalid: bool,
+    fmt: InputFormat = DEFAULT_FORMAT,
     cache_dir: str | None = None,
+    keep: bool = True,
     checked: SourceCheck | None = None,
 ) -> tuple[Store, dict[str, Any]]:
-    """The mapped token cache of `source` (built now if missing or unusable) and facts for `stats`."""
+    """The mapped tokens of `source` and facts for `stats`. `keep` (data.cache=true): the shared entry of
+    its key, built now if missing or unusable; else a private entry built now and deleted at exit."""
     r = resolve(source)
     root = cache_root(cache_dir)
-    skey, sparts = (checked.key, checked.parts) if checked else source_key(r, seed, root / "digests")
-    key, parts = token_key(skey, tokenizer, max_length, overlong, truncation_side)
-    parts["source"] = sparts
 
-    def build(tmp: Path) -> dict[str, Any]:
+    def build(tmp: Path, marker: Path | None) -> dict[str, Any]:
         drops, facts, groups = DropLog(skip_invalid), {}, {}
         lists = source_lists(r, seed, drops, facts)
         keyed = ((rl, code, -1 if g is None else groups.setdefault(g, len(groups))) for rl, code, g in lists)
-        writer = write_lists(tmp, keyed, tokenizer, max_length, overlong, truncation_side)
+        writer = write_lists(tmp, keyed, tokenizer, max_length, overlong, truncation_side, fmt)
         rank_of = np.zeros(len(groups), dtype=np.int32)
         for rank, g in enumerate(sorted(groups)):  # `splits.assign_groups` sorts the keys the same way
             rank_of[groups[g]] = rank
         writer.set_groups(rank_of)
         checkfacts = {"dropped": drops.as_dict(), "examples": drops.examples}
-        atomic_write_json(root / "validated" / f"{skey}.json", checkfacts)
+        if marker is not None:
+            atomic_write_json(marker, checkfacts)
         counts = dict(facts.pop("counts", {}))
         return {**writer.finish(), **facts, **checkfacts, "counts": counts, "groups": len(groups)}
 
     start = time.perf_counter()
-    store, built = open_or_build(root, f"{_slug(r)}-{key[:16]}", key, parts, build)
+    if keep:
+        known = checked is not None and checked.key is not None
+        skey, sparts = (checked.key, checked.parts) if known else source_key(r, seed, root / "digests")  # type: ignore[union-attr]
+        key, parts = token_key(skey, tokenizer, max_length, overlong, truncation_side, fmt)
+        parts["source"] = sparts
+        marker = root / "validated" / f"{skey}.json"
+        store, built = open_or_build(root, f"{_slug(r)}-{key[:16]}", key, parts, lambda tmp: build(tmp, marker))
+    else:
+        store, built = build_private(root, lambda tmp: build(tmp, None)), True
     dropped_error(store.manifest, skip_invalid)
     m = store.manifest
     info = {
-        "dir": str(store.path),
+        "on": keep,
+        "dir": str(store.path) if keep else None,
         "hit": not built,
         "seconds": round(time.perf_counter() - start, 3),
         "tokens": m["tokens"],
         "bytes": sum(m["files"].values()),
     }
     return store, info
+
+
+PRIVATE = "private"  # the key of an entry built for one process (data.cache=false)
+
+
+def build_private(root: Path, build: Callable[[Path], dict[str, Any]]) -> Store:
+    """An entry for this process only (`.private-<host>-<pid>-*` in `root`), removed when it exits; the
+    entries of this host's processes that died before removing theirs are removed first."""
+    host = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname())
+    for old in root.glob(f".{PRIVATE}-{host}-*"):
+        pid = old.name.split("-")[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{PRIVATE}-{host}-{os.getpid()}-", dir=root))
+    atexit.register(shutil.rmtree, tmp, True)  # the mapped pages stay readable until unmapped
+    manifest = {**build(tmp), "key": PRIVATE}
+    atomic_write_json(tmp / "manifest.json", manifest)
+    return Store(tmp, PRIVATE)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager

@@ -8,7 +8,9 @@ A key covers (see `source_key` and `token_key`):
 - the tokenizer's full serialised state (`save_pretrained`: vocabulary, merges, normalizer,
   special tokens, chat template, model input names), minus the truncation / padding settings
   that `transformers` resets on every call;
-- `max_length` (after the tokenizer's cap), `overlong` and `truncation_side`.
+- `max_length` (after the tokenizer's cap), `overlong` and `truncation_side`;
+- the input format (`rankrm.inputs.InputFormat.to_metadata()`: `data.prompt_joiner`), so two formats never
+  share an entry (it changes a decoder's tokens; an encoder's text pairs ignore it, but it is keyed all the same).
 Not in the key, because they are applied when the cache is read: the seed of row sources
 (carving, limits, pair shuffling, batch order), `fractions`, `limit_*`, `as_pairs`, batching.
 `skip_invalid` is not in it either: a cache holds the drop counts, and a run without it stops
@@ -32,6 +34,7 @@ from typing import Any
 from rankrm.data import hf
 from rankrm.data.sources import Resolved, hf_inputs
 from rankrm.data.validate import check_file
+from rankrm.inputs import InputFormat
 from rankrm.io import atomic_write_json
 
 LAYOUT = 1  # bump when the cache's files or the meaning of a stored field change
@@ -126,7 +129,7 @@ def source_key(r: Resolved, seed: int, memo: Path) -> tuple[str, dict[str, Any]]
 
 
 def token_key(
-    source: str, tokenizer: Any, max_length: int | None, overlong: str, truncation_side: str
+    source: str, tokenizer: Any, max_length: int | None, overlong: str, truncation_side: str, fmt: InputFormat
 ) -> tuple[str, dict[str, Any]]:
     """(hex key, its parts) of a source's tokens under one tokenizer and length policy."""
     import tokenizers
@@ -138,6 +141,7 @@ def token_key(
         "max_length": max_length,
         "overlong": overlong,
         "truncation_side": truncation_side,
+        "input_format": fmt.to_metadata(),
         "versions": [tokenizers.__version__, transformers.__version__],
     }
     return _sha256(json.dumps(parts, sort_keys=True)), parts

@@ -8,7 +8,8 @@ Python objects: a split is index arrays over the mapped tokens, and the collator
 batch's token slices. `stats`, a JSON-serialisable dict for metrics.json:
 
   reader, format, seed, max_length, batching   what was configured (format: the parser of a row source)
-  cache {dir, hit, seconds, tokens, bytes}    the token cache entry this run mapped (hit: built earlier)
+  cache {on, dir, hit, seconds, tokens, bytes}  the token cache entry this run mapped (hit: built earlier;
+                                            on=false: a private entry, deleted at exit, dir null)
   dropped_invalid {reason: n}               records dropped by `skip_invalid` (all files)
   source {...}                              reader facts (e.g. VADER texts per split, OASST unranked groups)
   train / val / test:
@@ -52,6 +53,7 @@ from rankrm.data.sources import describe, resolve
 from rankrm.data.splits import SPLITS
 from rankrm.data.tokenize import effective_max_length
 from rankrm.errors import RankrmError
+from rankrm.inputs import InputFormat
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class RankDataModule(pl.LightningDataModule):
         limit_train: int | None = None,
         limit_val: int | None = None,
         limit_test: int | None = None,
+        prompt_joiner: str = "",
+        cache: bool = True,
         cache_dir: str | None = None,
         preread: SourceCheck | None = None,
     ) -> None:
@@ -99,9 +103,10 @@ class RankDataModule(pl.LightningDataModule):
         self.overlong, self.truncation_side, self.length_grouping = overlong, truncation_side, length_grouping
         self.skip_invalid, self.num_workers, self.as_pairs = skip_invalid, num_workers, as_pairs
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
-        self.cache_dir = cache_dir
+        self.cache, self.cache_dir = cache, cache_dir
         self.collator = RankCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
         self.preread = preread
+        self.input_format = InputFormat(joiner=prompt_joiner)  # saved with the export: scoring reads it back
         self.datasets: dict[str, SplitItems] | None = None
         self.stats: dict[str, Any] = {}
 
@@ -157,7 +162,9 @@ class RankDataModule(pl.LightningDataModule):
             self.overlong,
             self.truncation_side,
             self.skip_invalid,
+            self.input_format,
             self.cache_dir,
+            self.cache,
             self.preread,
         )
         rows, carved = split_rows(store, r.options.get("fractions", ()), self.seed)
@@ -167,6 +174,7 @@ class RankDataModule(pl.LightningDataModule):
             "format": r.parsing.name if r.parsing else None,
             "seed": self.seed,
             "max_length": max_len,
+            "input_format": self.input_format.to_metadata(),
             "batching": {
                 "batch_size": self.batch_size,
                 "max_tokens": self.max_tokens,

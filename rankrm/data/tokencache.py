@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from rankrm.data.records import RankedList
-from rankrm.data.tokenize import assemble, encode_lists, make_job, tokenize_jobs
+from rankrm.data.tokenize import assemble, encode_lists, tokenize_jobs
 from rankrm.data.validate import all_tied
+from rankrm.inputs import InputFormat, make_job
 
 KEPT, TIED, OVERLONG = 0, 1, 2
 SMALL = {  # name -> dtype of the per-sequence and per-list arrays (.npy)
@@ -218,20 +219,23 @@ def write_lists(
     max_length: int | None,
     overlong: str,
     truncation_side: str,
+    fmt: InputFormat,
 ) -> Writer:
-    """Tokenise `lists` into a new entry folder `root`, chunk by chunk; returns the (unfinished) writer.
+    """Tokenise `lists` into a new entry folder `root`, chunk by chunk, each (prompt, response) as `fmt`
+    and `rankrm.inputs.make_job` say (as `rankrm.score` and `rankrm.reward_function` do); returns the
+    (unfinished) writer.
 
     The tokenizer runs in a second thread (its Rust core does not hold the GIL) while this one
     parses the next chunk and writes the previous one, so parsing costs little time on top.
     """
-    encode_lists(tokenizer, [], max_length, overlong, truncation_side)  # its checks of the two options
+    encode_lists(tokenizer, [], max_length, overlong, truncation_side)  # its checks of the options
     limit = max_length if overlong == "truncate" else None
     writer = Writer(root, token_dtype(tokenizer))
     pending: tuple[list[Listed], list[RankedList], Future] | None = None
     with tokenizer_threads(), ThreadPoolExecutor(1, thread_name_prefix="rankrm-tokenize") as pool:
         for chunk in chunks(lists, CHUNK_SEQS):
             untied = [rl for rl, _, _ in chunk if not all_tied(rl)]
-            jobs = [make_job(tokenizer, rl, r) for rl in untied for r in rl.responses]
+            jobs = [make_job(tokenizer, rl, r, fmt) for rl in untied for r in rl.responses]
             future = pool.submit(tokenize_jobs, tokenizer, jobs, limit, truncation_side)
             if pending is not None:
                 _write(writer, pending, max_length)

@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rankrm.data.records import RankedList
@@ -225,13 +225,21 @@ def load_vader(
     k: int = 4,  # responses per list
     min_gap: float = 0.5,  # least mean-rating gap between neighbouring responses of a list
     fractions: Sequence[float] = FRACTIONS,  # train/val/test shares of each domain's texts
+    grade_step: float | None = None,  # round each mean rating to a multiple of this first (1.0: a 9-point scale)
 ) -> tuple[dict[str, list[RankedList]], dict]:
     """Read, split by text and build lists. Returns (split -> lists, info for `stats`).
 
-    The parameters after `seed` are the `vader` source's `data.source` options.
+    The parameters after `seed` are the `vader` source's `data.source` options. `grade_step` rounds
+    the means before lists are built, so neighbours can tie: graded data with ties, like star ratings.
     """
     names = domain_names(domains, holdout_domain)
-    for key, value, ok, need in (("k", k, k >= 2, ">= 2"), ("min_gap", min_gap, min_gap >= 0, ">= 0")):
+    step_ok = grade_step is None or grade_step > 0
+    checks = (
+        ("k", k, k >= 2, ">= 2"),
+        ("min_gap", min_gap, min_gap >= 0, ">= 0"),
+        ("grade_step", grade_step, step_ok, "null or > 0"),
+    )
+    for key, value, ok, need in checks:
         if not ok:
             raise RankrmError(f"data.source.{key}={value!r} must be {need}")
     check_fractions(fractions)
@@ -247,7 +255,7 @@ def load_vader(
                 dup += 1
                 continue
             seen.add(t.text)
-            texts.append(t)
+            texts.append(t if grade_step is None else replace(t, score=round(t.score / grade_step) * grade_step))
         if dom == holdout_domain:
             parts = {"train": [], "val": [], "test": texts}
         else:
