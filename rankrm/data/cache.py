@@ -13,6 +13,8 @@ DDP rank that asks for the same key maps the same files. Safety:
 without holding them, and remembers (`validated/<key>.json`) that this content passed, so a
 later run skips the pass. Delete the cache folder at any time to reclaim its space; runs that
 have an entry mapped keep reading it (Linux keeps unlinked files until they are unmapped).
+`data.cache=false` (`keep=False`): the same files, built into a private folder of this process
+(`build_private`) and deleted when it exits; no file is hashed and no marker written.
 """
 
 from __future__ import annotations
