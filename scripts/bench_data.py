@@ -20,11 +20,13 @@ Figures: seconds (median of `--repeats` interleaved runs for cached/before), tok
 of each process above its RSS after imports and the tokenizer (`data_rss_mb`), the cache's bytes on
 disk, and one epoch of the train loader (every batch collated, no model: `epoch_s`).
 
-The runs for the README (an idle machine; over an hour, most of it the 400k x 150-word build;
-~8 GB of data and caches under --workdir):
+The runs for the README (an idle machine; over an hour in all, most of it the 100k x 150-word
+`before` arm and the 400k builds; ~8 GB of data and caches under --workdir), one size a command:
 
-    python scripts/bench_data.py --sizes 4000,100000,400000 --words 25,150 --repeats 3 --cli \
-        --workdir /tmp/bench_data --out scripts/results/bench_data.json
+    for n in 4000 100000 400000; do
+        python scripts/bench_data.py --sizes $n --words 25,150 --repeats 3 --cli \
+            --workdir /tmp/bench_data --out scripts/results/bench_data_$n.json
+    done
 
 Smoke (tests): `python scripts/bench_data.py --quick --backbone tiny_bert`.
 """
