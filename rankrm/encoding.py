@@ -11,7 +11,8 @@ so every strategy gives the same scores; what differs is the compute spent on pa
   (`length_chunks`). The responses of one list differ in length, which batching whole lists cannot fix.
 - `Packed` (`backbone.packing: lists | shared_prompt`, `rankrm.packing`): the sequences concatenated into
   rows with a block mask, positions restarting per sequence; `shared_prompt` also stores each list's
-  prompt once (decoders). Packing replaces bucketing (a packed batch has no padding to bucket).
+  longest common prefix (the prompt, at least) once (decoders). Packing replaces bucketing (a packed batch
+  has no padding to bucket).
 
 A strategy must keep the order in which the model draws dropout masks if the same seed is to give the
 same run: packed rows have other shapes than padded blocks, so with dropout on a packed run draws other
@@ -118,7 +119,7 @@ class Bucketed:
 
 @dataclass(frozen=True)
 class Packed:
-    """The batch packed into rows without padding (`rankrm.packing`); `share_prompt`: each list's prompt once.
+    """The batch packed into rows without padding (`rankrm.packing`); `share_prompt`: each list's common prefix once.
 
     Time and memory: one backbone call over R rows of W slots (R W <= N T; with flex/flash one row of
     exactly the real tokens), plus the layout (O(N L)) and the kernel's mask (see `rankrm.packing`).

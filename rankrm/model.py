@@ -132,7 +132,7 @@ class RewardModel(nn.Module):
         lists: Lists | None = None,
     ) -> torch.Tensor:
         """input_ids, attention_mask, token_type_ids: (N, T) -> scores (N,); normalised unless `normalize=False`.
-        `lists` (which rows form one list) lets `packing=shared_prompt` store each list's prompt once."""
+        `lists` (which rows form one list) lets `packing=shared_prompt` store each list's longest common prefix once."""
         scores, _ = self.encode(input_ids, attention_mask, token_type_ids, lists)
         return self.normalized(scores) if normalize else scores
 

@@ -2,18 +2,21 @@
 
 A batch of N sequences becomes R rows of W slots, built from *groups*:
 - `lists`: every sequence is a group of its own;
-- `shared_prompt`: every list is one group: its first p tokens -- the prompt, as far as its K sequences
-  agree on it token for token -- are stored once, then each sequence's remaining tokens (its segment).
+- `shared_prompt`: every list is one group: its first p tokens -- the list's longest common prefix (the
+  prompt, at least), capped one token short of its shortest sequence -- are stored once, then each
+  sequence's remaining tokens (its segment).
 Groups go into rows first-fit decreasing, each row as wide as the longest group (dense-mask kernels,
 which compute every cell: a row then costs no more attention than a padded row), or all into one row
 (kernels that skip masked blocks or take sequence boundaries: no empty slot at all).
 
 Slot i attends to slot j iff both are in one group, j is in the shared prefix or in i's segment, and
 (for a causal backbone) j comes no later than i. Token t of a sequence gets position t, in the prefix
-or in its own segment, so positions restart per group and continue from the prompt's end. Each sequence
+or in its own segment, so positions restart per group and continue from the prefix's end. Each sequence
 thus sees the tokens, positions and token types it sees alone: its score is its unshared forward's, up
-to float rounding. Bidirectional encoders cannot share a prompt exactly (the prompt's states would depend
-on every response at once): `rankrm.config.packing.check_packing` refuses that.
+to float rounding. For a causal backbone a common prefix's hidden states are the same in all K sequences,
+so sharing it is exact wherever the prompt ends (chat-template tokens and responses that start alike
+are shared too); no prompt length is needed. Bidirectional encoders cannot share a prompt exactly (the
+prompt's states would depend on every response at once): `rankrm.config.packing.check_packing` refuses that.
 
 How a kernel gets the layout (`KERNELS`, by transformers' `attn_implementation`):
 - `sdpa_varlen` (rankrm's, the default under packing): one row; each sequence's queries gathered with the
@@ -46,15 +49,14 @@ from rankrm.errors import RankrmError
 
 @dataclass(frozen=True)
 class Lists:
-    """Which sequences of a batch form one list (rows list after list) and where each one's prompt ends."""
+    """Which sequences of a batch form one list (rows list after list)."""
 
     sizes: Tensor  # (B,) sequences per list, summing to N
-    prompt_lengths: Tensor | None = None  # (N,) tokens before each sequence's response; None: unknown
 
     @classmethod
     def of(cls, batch: dict[str, Tensor]) -> Lists:
         """From the collator's batch: `mask` (B, K_max) holds each list's responses first."""
-        return cls(batch["mask"].sum(1), batch.get("prompt_lengths"))
+        return cls(batch["mask"].sum(1))
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,13 @@ def make_layout(lengths: list[int], group_sizes: list[int], prefixes: list[int],
 
 
 def shared_prefixes(aligned: Tensor, lengths: Tensor, lists: Lists, types: Tensor | None) -> list[int]:
-    """Tokens each list can store once: as many leading tokens as all its sequences agree on (ids and token
-    types), at most its shortest prompt, and at least one token short of its shortest sequence (every
-    sequence keeps a segment to pool from).
+    """Tokens each list can store once: its longest common prefix (ids and token types equal in all its
+    sequences: the prompt, at least), at least one token short of its shortest sequence (every sequence
+    keeps a segment of its own, whose last token carries its reward).
 
     aligned: (N, L) real tokens first; lengths: (N,). Truncation that cut the prompts of one list by
     different amounts leaves them different: the list then shares only what still agrees (exact, less saved).
+    Time and memory O(N L), vectorised.
     """
     sizes = lists.sizes.to(aligned.device)
     group = torch.repeat_interleave(torch.arange(len(sizes), device=aligned.device), sizes)  # (N,)
@@ -139,8 +142,7 @@ def shared_prefixes(aligned: Tensor, lengths: Tensor, lists: Lists, types: Tenso
     if types is not None:
         same &= types == types[first]
     agree = same.long().cumprod(1).sum(1)  # (N,) leading tokens equal to the list's first sequence
-    cap = lengths - 1 if lists.prompt_lengths is None else torch.minimum(lists.prompt_lengths.to(lengths), lengths - 1)
-    per_seq = torch.minimum(agree, cap)
+    per_seq = torch.minimum(agree, lengths - 1)  # padding past a sequence's end may agree too: cap at its length
     out = torch.full((len(sizes),), aligned.shape[1], dtype=torch.long, device=aligned.device)
     return out.scatter_reduce(0, group, per_seq, "amin").tolist()
 
@@ -271,7 +273,7 @@ class PackedRows:
 def pack(
     ids: Tensor, mask: Tensor, types: Tensor | None, lists: Lists | None, kernel: Kernel, causal: bool, dtype: Any
 ) -> PackedRows:
-    """A padded batch (N, T) -> packed rows; `lists` given: each list shares its prompt (see `shared_prefixes`)."""
+    """A padded batch (N, T) -> packed rows; `lists` given: each list shares its common prefix (`shared_prefixes`)."""
     lengths = mask.sum(1)  # (N,)
     aligned = align(ids, mask)  # (N, L)
     aligned_types = None if types is None else align(types, mask)

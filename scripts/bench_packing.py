@@ -3,7 +3,8 @@
 Systems, each in its own process (so peak RSS is per system), interleaved repeat by repeat:
 - `none`: rankrm's padded batches (`backbone.packing=none`);
 - `lists`: padding-free rows (`backbone.packing=lists`; kernel sdpa_varlen, rankrm/varlen.py);
-- `shared_prompt`: each list's prompt encoded once, its responses attending to it (decoders only);
+- `shared_prompt`: each list's longest common prefix (the prompt, at least) encoded once, its responses
+  attending to it (decoders only);
 - `lists_dense`, `shared_prompt_dense`: the same through transformers' SDPA with dense block masks (rows as
   wide as the longest group), to compare the two kernels;
 - `trl`: TRL's RewardTrainer on every list's strictly ordered pairs (scripts/bench_trl.py's worker).
@@ -19,8 +20,9 @@ Measured:
 1. Throughput: every system trains one epoch on the first --train-lists lists of the pool (medians of
    --repeats): lists/s over the training window (trainer built to train end, tokenisation included),
    tokens encoded per list, real and padded (rankrm: metrics.json's train.tokens_encoded; TRL: the cells
-   of its padded pair batches), beside the limit P + sum_k R_k (each list's prompt once, plus its
-   responses), peak RSS, and val metrics (rankrm's modes agree: they are exact).
+   of its padded pair batches), beside the limit P + sum_k R_k (P: each list's longest common prefix, the
+   prompt at least, once; R_k: the rest of each response), peak RSS, and val metrics (rankrm's modes
+   agree: they are exact).
 2. Equal wall time (with trl): each rankrm system trains on as many pool lists as its measured rate fits
    into TRL's median training time (one epoch, its own LR schedule); all scored on the same val lists.
 
@@ -308,8 +310,8 @@ def prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
     n = spec["train_lists"]
     timed = facts["pool"][1][:n]
     train = [e for _, e in timed]
-    # P: the prompt's tokens where a list has a prompt its K sequences agree on (no prompt: nothing to share)
-    pl = [e.prompt_lens[0] if rl.prompt is not None and len(set(e.prompt_lens or [])) == 1 else 0 for rl, e in timed]
+    # P: what a decoder can store once, the list's longest common prefix (the prompt, at least); encoders: nothing
+    pl = [common_prefix(e.ids) if config_causal(c) is not False else 0 for e in train]
     unshared = sum(e.n_tokens for e in train)
     limit = sum(p + sum(len(s) - p for s in e.ids) for p, e in zip(pl, train))
     pool_read, pool_kept = facts["pool"][0], len(facts["pool"][1])
@@ -328,10 +330,19 @@ def prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "summary": (
             f"{pool_kept} of {pool_read} train-pool and {val_kept} of {val_read} val lists fit in "
             f"{spec['max_length']} tokens; the {len(train)} timed lists hold {unshared / max(1, len(train)):.0f} "
-            f"tokens a list unshared, {limit / max(1, len(train)):.0f} with each prompt once (the limit P+ΣR), "
+            f"tokens a list unshared, {limit / max(1, len(train)):.0f} with each common prefix once (the limit P+ΣR), "
             f"{pairs:.2f} pairs a list"
         ),
     }
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    """Leading tokens all `seqs` share, one short of the shortest (each keeps a token of its own); a plain loop,
+    beside rankrm.packing's vectorised `shared_prefixes`."""
+    p = 0
+    while p < min(len(s) for s in seqs) - 1 and all(s[p] == seqs[0][p] for s in seqs):
+        p += 1
+    return p
 
 
 def list_record(rl: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_bench_packing_on_dialogues_reaches_the_limit_and_compares_with_trl(tmp_
     rows = {r["system"]: r for r in res["rows"]}
     assert set(rows) == set(systems)
     check_rankrm_rows(rows, data)
-    for name in ("shared_prompt", "shared_prompt_dense"):  # each prompt once: exactly the limit
+    for name in ("shared_prompt", "shared_prompt_dense"):  # each common prefix once: exactly the limit
         assert rows[name]["tokens_per_list"] == pytest.approx(data["limit_per_list"])
     assert data["limit_per_list"] < data["tokens_per_list_unshared"]
     assert rows["shared_prompt"]["padded_per_list"] == 0 < rows["shared_prompt_dense"]["padded_per_list"]

@@ -26,7 +26,6 @@ from rankrm.backbones import build_reward_model
 from rankrm.config import load_option, validate
 from rankrm.config.packing import check_packing
 from rankrm.data.collate import RankCollator
-from rankrm.data.datamodule import expand_pairs
 from rankrm.data.records import RankedList
 from rankrm.data.tokenize import encode_lists
 from rankrm.encoding import make_encoding
@@ -50,7 +49,7 @@ def text(rng: random.Random, lo: int, hi: int) -> str:
 
 def random_lists(seed: int, n: int = 5) -> list[RankedList]:
     """Lists of K = 2..5 with no prompt, a text prompt or a chat prompt (two turns), responses of 1-12 words;
-    some share their first words (the shared prefix must stop at the prompt's end)."""
+    some share their first words (the shared prefix then runs past the prompt)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -159,45 +158,54 @@ def test_flex_block_mask_follows_the_same_rule(causal: bool) -> None:
     assert torch.equal(dense[:, 0], allowed(lay, causal, torch.device("cpu")))
 
 
-# ---------------------------------------------------------------- the data layer: where each prompt ends
+# ---------------------------------------------------------------- what shared_prompt stores once
 
 
-@pytest.mark.parametrize("name", ["tiny_qwen", "tiny_bert"])
-def test_prompt_lengths_are_the_tokens_before_each_response(name: str) -> None:
-    """Brute force: the prompt alone, rendered as the data layer renders it, tokenises to prompt_lens tokens;
-    after truncation, the tokens cut came off the prompt; the collator and pair expansion carry them."""
+def prompt_tokens(tok: Any, rl: RankedList) -> int:
+    """Brute force: the tokens of `rl`'s prompt alone, rendered as the data layer renders it with the joiner
+    "\n\n" (which ends a token, so the prompt's tokens are the sequence's first ones)."""
+    if rl.prompt is None:
+        return 0 if tok.sep_token is None else 1  # an encoder's [CLS]
+    if isinstance(rl.prompt, list) and tok.chat_template:
+        pre = tok.apply_chat_template(rl.prompt, tokenize=False, add_generation_prompt=True)
+        return len(tok(pre, add_special_tokens=False)["input_ids"])
+    if tok.sep_token is not None:  # encoders: a text pair, [CLS] prompt [SEP] response [SEP]
+        return len(tok(prompt_text(rl.prompt))["input_ids"])
+    return len(tok(prompt_text(rl.prompt) + "\n\n")["input_ids"])
+
+
+def common_prefix(ids: list[list[int]], types: list[list[int]] | None) -> int:
+    """Brute force: leading tokens (ids and types) all sequences agree on, one short of the shortest."""
+    p = 0
+    while p < min(len(s) for s in ids) - 1 and all(
+        s[p] == ids[0][p] and (types is None or t[p] == types[0][p]) for s, t in zip(ids, types or ids)
+    ):
+        p += 1
+    return p
+
+
+@pytest.mark.parametrize(("name", "side"), [("tiny_qwen", "left"), ("tiny_qwen", "right"), ("tiny_bert", "right")])
+def test_shared_prefix_is_each_lists_longest_common_prefix_the_prompt_at_least(name: str, side: str) -> None:
+    """`shared_prefixes` (vectorised) equals a loop over each list's sequences, left or right padded, truncated
+    or not; untruncated, it covers the whole prompt (responses that begin alike share more)."""
     _, tok = build(name)
     lists = random_lists(3, n=12)
-    full, _ = encode_lists(tok, lists, None, fmt=InputFormat(joiner="\n\n"))  # a joiner that ends a token
-    for rl, el in zip(lists, full):
-        if rl.prompt is None:
-            expected = 0 if name == "tiny_qwen" else 1  # the encoder's [CLS]
-        elif isinstance(rl.prompt, list) and tok.chat_template:
-            pre = tok.apply_chat_template(rl.prompt, tokenize=False, add_generation_prompt=True)
-            expected = len(tok(pre, add_special_tokens=False)["input_ids"])
-        elif tok.sep_token is not None:  # encoders: a text pair, [CLS] prompt [SEP] response [SEP]
-            expected = len(tok(prompt_text(rl.prompt))["input_ids"])
-        else:
-            expected = len(tok(prompt_text(rl.prompt) + "\n\n")["input_ids"])
-        assert el.prompt_lens == [expected] * el.k, rl
-    for rl, el in zip(lists, encode_lists(tok, lists, None)[0]):  # the default joiner "": prompt + response
-        if isinstance(rl.prompt, str) and tok.sep_token is None:  # the token the two texts meet in is the response's
-            alone = tok(rl.prompt)["input_ids"]
-            assert all(p <= len(alone) and ids[:p] == alone[:p] for ids, p in zip(el.ids, el.prompt_lens)), rl
-    cut, counts = encode_lists(tok, lists, 24, overlong="truncate", truncation_side="left")
-    assert counts["truncated_lists"] > 0 and len(cut) == len(full)  # prompts cut, no list dropped
-    prompt_cut = 0
-    for f, c in zip(full, cut):
-        for ids_f, ids_c, pf, pc in zip(f.ids, c.ids, f.prompt_lens, c.prompt_lens):
-            assert pc <= pf and ids_c[pc] == ids_f[pf]  # the response still starts where prompt_lens says
-            if len(ids_c) < len(ids_f) and len(ids_c) - pc == len(ids_f) - pf:  # only prompt tokens were cut
-                assert ids_c[pc:] == ids_f[pf:]
-                prompt_cut += 1
-    assert prompt_cut > 0
-    batch = RankCollator(tok.pad_token_id)(cut)
-    assert batch["prompt_lengths"].tolist() == [p for c in cut for p in c.prompt_lens]
-    pairs = expand_pairs(cut, seed=0)
-    assert all(pair.prompt_lens is not None and len(pair.prompt_lens) == 2 for pair in pairs)
+    fmt = InputFormat(joiner="\n\n")
+    for max_length in (None, 24):
+        encoded, _ = encode_lists(tok, lists, max_length, overlong="truncate", truncation_side="left", fmt=fmt)
+        batch = RankCollator(tok.pad_token_id, side)(encoded)
+        mask = batch["attention_mask"]
+        types = batch.get("token_type_ids")
+        got = packing.shared_prefixes(
+            packing.align(batch["input_ids"], mask),
+            mask.sum(1),
+            Lists.of(batch),
+            None if types is None else packing.align(types, mask),
+        )
+        assert got == [common_prefix(e.ids, e.type_ids) for e in encoded]
+        if max_length is None:
+            assert all(p >= prompt_tokens(tok, rl) for p, rl in zip(got, lists))
+            assert any(p > prompt_tokens(tok, rl) for p, rl in zip(got, lists))  # responses that begin alike
 
 
 # ---------------------------------------------------------------- exactness on the tiny models
@@ -236,17 +244,21 @@ def test_packed_rewards_and_gradients_equal_padded(seed: int, name: str, overrid
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_shared_prompt_encodes_the_limit_prompt_plus_responses(seed: int) -> None:
-    """Untruncated lists: each list costs exactly P + sum_k R_k tokens (the prompt once), also where the
-    responses begin alike (the shared part stops at the prompt's end), and the scores stay exact."""
+def test_shared_prompt_encodes_each_common_prefix_once_at_most_the_limit(seed: int) -> None:
+    """Untruncated lists: each list costs its longest common prefix once plus the rest of each sequence (a loop
+    over the sequences), at most the limit P + sum_k R_k (the prompt once), and the scores stay exact."""
     model, tok = build("tiny_qwen", packing="shared_prompt")  # sdpa_varlen
     ref, _ = build("tiny_qwen")
     lists = random_lists(seed + 10, n=6)
-    encoded, _ = encode_lists(tok, lists, None)
+    encoded, _ = encode_lists(tok, lists, None, fmt=InputFormat(joiner="\n\n"))
     batch = RankCollator(tok.pad_token_id, tok.padding_side)(encoded)
-    limit = sum(e.prompt_lens[0] + sum(len(s) - e.prompt_lens[0] for s in e.ids) for e in encoded)
+    shared = sum(common_prefix(e.ids, None) + sum(len(s) - common_prefix(e.ids, None) for s in e.ids) for e in encoded)
+    limit = sum(
+        prompt_tokens(tok, rl) + sum(len(s) - prompt_tokens(tok, rl) for s in e.ids) for rl, e in zip(lists, encoded)
+    )
     out = run_modes(model, batch, ("shared_prompt",))["shared_prompt"]
-    assert (int(out[2].real), int(out[2].padded)) == (limit, 0) and limit < int(batch["attention_mask"].sum())
+    assert (int(out[2].real), int(out[2].padded)) == (shared, 0)
+    assert shared <= limit < int(batch["attention_mask"].sum())
     assert_same(out, run_modes(ref, batch, ("none",))["none"])
 
 

@@ -118,6 +118,12 @@ class Data(Schema):
     limit_val: Count | None = None
     # same for test
     limit_test: Count | None = None
+    # keep the tokens (flat memory-mapped arrays, rankrm/data/README.md) for later runs, sweep trials and DDP ranks
+    # with the same content, tokenizer and options; false: tokenise into a private folder, deleted at exit
+    cache: bool = True
+    # where token caches live; null = $RANKRM_DATA_CACHE_DIR, else $RANKRM_CACHE_DIR/data, else
+    # <user cache dir>/rankrm/data (rankrm.paths.data_cache_root)
+    cache_dir: str | None = None
     # what to read: `reader` and its options, set by conf/data/<name>.yaml; checked by rankrm.data.sources
     source: dict[str, Any] | None = None
 
@@ -178,7 +184,8 @@ class Backbone(Schema):
     # forward of compute); not with freeze=head_only
     gradient_checkpointing: bool = False
     # none (padded batches) | lists (padding-free rows, block-diagonal mask; exact) | shared_prompt (decoders: each
-    # list's prompt encoded once, its K responses attending to it; exact); packing replaces length_buckets
+    # list's longest common prefix (the prompt, at least) encoded once, the rest of its K responses attending to
+    # it; exact); packing replaces length_buckets
     # (rankrm/packing.py)
     packing: Packing = "none"
     # null = sdpa_varlen under packing (one row, each sequence's attention gathered: rankrm/varlen.py), else

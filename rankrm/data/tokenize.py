@@ -8,10 +8,6 @@ does); `"truncate"` removes prompt tokens first, from `truncation_side` ("left" 
 of the dialogue, next to the reply), and only when the prompt is gone cuts the response from its
 end. Special and chat-template tokens after the reply are never removed, and a response keeps
 at least one token (else the list is filtered). Truncation needs a fast tokenizer (offsets).
-
-Each sequence also records where its prompt ends (`EncodedList.prompt_lens`: the index of the first token
-holding response text, after any truncation; None with a slow tokenizer): `backbone.packing=shared_prompt`
-stores a list's prompt tokens once.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ class EncodedList:
     type_ids: list[list[int]] | None
     labels: tuple[float, ...]
     source: str = ""
-    prompt_lens: list[int] | None = None  # per sequence: tokens before its response (None: not known)
 
     @property
     def k(self) -> int:
@@ -63,20 +58,6 @@ def token_roles(enc: Any, i: int, job: Job) -> list[int]:
     return [
         KEEP if s is None else PROMPT if o[0] < p_end else RESPONSE if o[0] < r_end else KEEP for s, o in zip(seq, offs)
     ]
-
-
-def prompt_length(enc: Any, i: int, job: Job) -> int:
-    """Tokens of item `i` of a fast-tokenizer BatchEncoding before its response: the index of the first token
-    holding response text (a text pair's second text, a rendered text's [p_end, r_end) span)."""
-    if job.spans is not None:
-        seq, chars = 0, range(*job.spans)
-    else:  # the response is the pair's second text, or the only one
-        seq, chars = (1, range(len(job.b))) if job.b is not None else (0, range(len(job.a)))
-    for c in chars:  # the first response character inside a token (whitespace may lie in none)
-        t = enc.char_to_token(i, c, sequence_index=seq)
-        if t is not None:
-            return t
-    return len(enc["input_ids"][i])
 
 
 def truncate(roles: list[int], max_length: int, side: str) -> list[int] | None:
@@ -112,14 +93,16 @@ def _run(tokenizer: Any, jobs: list[Job], want_offsets: bool) -> Any:
     """One batched tokenizer call for jobs of one kind (same pairing and special-token use)."""
     a = [j.a for j in jobs]
     b = [j.b for j in jobs] if jobs[0].b is not None else None
-    return tokenizer(a, b, add_special_tokens=jobs[0].specials, return_offsets_mapping=want_offsets)
+    # no attention mask: the collator makes it; asking for it costs a third of the call's list building
+    return tokenizer(
+        a, b, add_special_tokens=jobs[0].specials, return_offsets_mapping=want_offsets, return_attention_mask=False
+    )
 
 
 def tokenize_jobs(
     tokenizer: Any, jobs: list[Job], max_length: int | None, side: str, chunk: int = 2048
-) -> list[tuple[list[int], list[int] | None, bool, int | None] | None]:
-    """(ids, type_ids, truncated, prompt length) per job, None if it cannot fit; each text is tokenised once."""
-    fast = getattr(tokenizer, "is_fast", False)
+) -> list[tuple[list[int], list[int] | None, bool] | None]:
+    """(ids, type_ids, truncated) per job, None if it cannot fit; each text is tokenised once."""
     out: list[Any] = [None] * len(jobs)
     kinds: dict[tuple[bool, bool], list[int]] = {}
     for n, j in enumerate(jobs):
@@ -132,7 +115,6 @@ def tokenize_jobs(
             tt = enc.get("token_type_ids")
             for i, n in enumerate(part):
                 ids, types, cut = enc["input_ids"][i], (tt[i] if tt is not None else None), False
-                plen = prompt_length(enc, i, jobs[n]) if fast else None
                 if max_length is not None and len(ids) > max_length:
                     keep = truncate(token_roles(enc, i, jobs[n]), max_length, side)
                     if keep is None:
@@ -142,8 +124,28 @@ def tokenize_jobs(
                         (None if types is None else [types[t] for t in keep]),
                         True,
                     )
-                    plen = None if plen is None else sum(1 for t in keep if t < plen)
-                out[n] = (list(ids), None if types is None else list(types), cut, plen)
+                out[n] = (ids, types, cut)
+    return out
+
+
+Result = tuple["EncodedList | None", int]  # a list's encoding (None: filtered as overlong) and its cut responses
+
+
+def assemble(
+    lists: list[RankedList], results: list[tuple[list[int], list[int] | None, bool] | None], max_length: int | None
+) -> list[Result]:
+    """Per list of `lists`, from `tokenize_jobs`' results of its responses (in order): its `EncodedList`,
+    or None when a response is longer than `max_length` (or could not be truncated to it)."""
+    out: list[Result] = []
+    pos = 0
+    for rl in lists:
+        res, pos = results[pos : pos + rl.k], pos + rl.k
+        too_long = max_length is not None and any(r is None or len(r[0]) > max_length for r in res)
+        if too_long or any(r is None for r in res):
+            out.append((None, 0))
+            continue
+        types = [r[1] for r in res] if res[0][1] is not None else None  # type: ignore[index]
+        out.append((EncodedList([r[0] for r in res], types, rl.labels, rl.source), sum(r[2] for r in res)))  # type: ignore[index,misc]
     return out
 
 
@@ -164,17 +166,12 @@ def encode_lists(
     limit = max_length if overlong == "truncate" else None
     results = tokenize_jobs(tokenizer, jobs, limit, truncation_side)
     counts: Counter[str] = Counter(overlong_filtered=0, truncated_lists=0, truncated_responses=0)
-    out, pos = [], 0
-    for rl in lists:
-        res, pos = results[pos : pos + rl.k], pos + rl.k
-        too_long = max_length is not None and any(r is None or len(r[0]) > max_length for r in res)
-        if too_long or any(r is None for r in res):
+    out = []
+    for enc, n_cut in assemble(lists, results, max_length):
+        if enc is None:
             counts["overlong_filtered"] += 1
             continue
-        n_cut = sum(r[2] for r in res)  # type: ignore[index]
         counts["truncated_responses"] += n_cut
         counts["truncated_lists"] += n_cut > 0
-        types = [r[1] for r in res] if res[0][1] is not None else None  # type: ignore[index]
-        plens = [r[3] for r in res] if res[0][3] is not None else None  # type: ignore[index]
-        out.append(EncodedList([r[0] for r in res], types, rl.labels, rl.source, plens))  # type: ignore[index,misc]
+        out.append(enc)
     return out, dict(counts)
