@@ -2,13 +2,13 @@
 
 The packed batch is one row (no empty slot in any linear layer, as with flash-attn varlen). In each
 attention layer the queries of every sequence are gathered with the keys they may see into small blocks
--- a sequence's own tokens with its list's shared prompt before them, and each shared prompt's own
+-- a sequence's own tokens with its list's shared prefix before them, and each shared prefix's own
 tokens -- and one SDPA call per kind of block runs over (blocks, heads, queries, keys) with a boolean mask;
 the outputs go back to their slots. It is the varlen counterpart of the dense block mask for kernels
 that cannot skip masked cells (SDPA on the CPU): attention costs the sum over blocks of queries x keys
 (each call padded to its largest block) instead of R W^2, and unlike flash-attn varlen a sequence may see
-a shared prompt, so `shared_prompt` runs on it. The gathers copy each layer's keys and values once per
-sequence that sees them (a list's prompt K times): memory of the order of the unshared batch's K/V, for
+a shared prefix, so `shared_prompt` runs on it. The gathers copy each layer's keys and values once per
+sequence that sees them (a list's prefix K times): memory of the order of the unshared batch's K/V, for
 one layer at a time.
 
 It is registered in transformers' attention interface under the name `sdpa_varlen` (`register`), with no
@@ -58,12 +58,12 @@ def blocks(layout: Layout, causal: bool, dtype: torch.dtype, device: torch.devic
         raise RankrmError("sdpa_varlen needs the packed batch in one row")
     index, lengths, prefix = layout.index.to(device), layout.lengths.to(device), layout.prefix.to(device)
     own = int((lengths - prefix).max())
-    # Every sequence: its own tokens p.. as queries, all its tokens (shared prompt first) as keys.
+    # Every sequence: its own tokens p.. as queries, all its tokens (shared prefix first) as keys.
     calls = [_block(index, prefix[:, None] + torch.arange(own, device=device), lengths, causal)]
     # The sequences of a group with a shared prefix start at the same slot: the first of each such run.
     firsts = torch.nonzero(index[:, 0].diff(prepend=index[:1, 0] - 1) != 0).squeeze(1)
     shared = firsts[prefix[firsts] > 0]
-    if len(shared):  # every shared prompt: its own tokens, causally
+    if len(shared):  # every shared prefix: its own tokens, causally
         p = prefix[shared]
         width = int(p.max())
         calls.append(
