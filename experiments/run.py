@@ -38,6 +38,7 @@ SMOKE_BACKBONE = {
     "ernie": "tiny_ernie",
     "smollm2": "tiny_qwen",
     "qwen": "tiny_qwen",
+    "e5_multilingual": "tiny_bert",
 }
 SMOKE_DEFAULT_BACKBONE = ["backbone=tiny_bert"]  # before the arm's overrides: an arm's own backbone wins
 SMOKE = [
