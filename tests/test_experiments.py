@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
+from data_fixtures import VADER_FILES, oasst_tree, write_asap, write_jsonl, write_vader
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy import stats
@@ -39,6 +39,7 @@ SMOKE_ARM = {
     "loss_family_oasst": "lambdarank",
     "seed_tsv": "seed_recipe",
     "batching": "random",
+    "asap_stars": "e5_full",
 }
 
 
@@ -54,6 +55,7 @@ def data_overrides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "vader": f"data.source.data_dir={vader}",
         "oasst": f"data.source.path={trees}",
         "seed_tsv": f"data.source.path={tsv}",
+        "asap": f"data.source.data_dir={write_asap(root / 'asap')}",
     }
 
 

