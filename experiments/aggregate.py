@@ -18,9 +18,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from common import EXP_DIR, Spec, command_line, experiment_names, load_spec, mean_ci, override_key
+from common import EXP_DIR, Spec, command_line, experiment_names, load_spec, mean_ci
 from omegaconf import OmegaConf
 from plots import bar_figure, curve_figure
+
+from rankrm.launch import metric_value
+from rankrm.overrides import override_key
 
 # (column title, metric path in a result's "metrics", digits)
 COLUMNS = [
@@ -38,14 +41,9 @@ COLUMNS = [
 def metric(record: dict[str, Any], path: str) -> float | None:
     """`val/pair_acc` -> record["metrics"]["val"]["pair_acc"]; `data/train.overlong_filtered` digs into dicts;
     `last_epoch/loss` reads the last point of the per-epoch val curve."""
-    node: Any = record["metrics"]
     if path.startswith("last_epoch/"):
-        node = {"last_epoch": record["val_curve"][-1]} if record.get("val_curve") else {}
-    for part in path.replace(".", "/").split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, (int, float)) else None
+        return metric_value({"last_epoch": record["val_curve"][-1]} if record.get("val_curve") else {}, path)
+    return metric_value(record["metrics"], path)
 
 
 def fmt(values: list[float], digits: int) -> str:
@@ -208,7 +206,10 @@ one run here for the VADER ablations) and `ablation.budgets.quick`, a smaller bu
 On a GPU: `python experiments/run.py <ablation> --budget full --set trainer=gpu data.limit_train=null
 data.limit_val=null data.limit_test=null` (all of VADER; GPU arms, such as the seed TSV's smollm2
 arm, run only with `--budget full`). The OpenAssistant ablations (2b, 6b) ran at their `quick` budget
-(128 tokens, 1 epoch), the CPU setting; their `full` budget (256 tokens, 2 epochs) is for a GPU.
+(128 tokens, 1 epoch), the CPU setting; their `full` budget (256 tokens, 2 epochs) is for a GPU. The loss
+family's rerun with issue 17's losses (2, quick table) and the ties ablation (10) ran at their `quick`
+budget (120 VADER train lists) on a machine shared with other jobs; the full loss-family table (300 lists)
+holds the first six losses only, at an older commit.
 """
 
 

@@ -34,6 +34,8 @@ ORDER = [
     "loss_family_oasst",
     "seed_tsv",
     "batching",
+    "ties",
+    "ties_oasst",
 ]
 
 
@@ -91,21 +93,6 @@ def _arm(value: list[str] | dict[str, list[str]]) -> dict[str, list[str]]:
     if isinstance(value, list):
         return {"all": list(value)}
     return {"all": list(value.get("all") or []), **{k: list(v) for k, v in value.items() if k != "all"}}
-
-
-def override_key(override: str) -> str:
-    """`++a.b=1` -> `a.b`: the key an override sets (group choices like `loss=x` included)."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def merge_overrides(*groups: list[str]) -> list[str]:
-    """Concatenate override lists; a later override of the same key replaces the earlier one in place."""
-    merged: dict[str, str] = {}
-    for group in groups:
-        for o in group:
-            merged.pop(override_key(o), None)  # re-insert so the order shows what came last
-            merged[override_key(o)] = o
-    return list(merged.values())
 
 
 def result_path(results_dir: Path, ablation: str, budget: str, arm: str, seed: int) -> Path:

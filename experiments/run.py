@@ -7,6 +7,8 @@
 Each run goes to `<root>/runs/<ablation>/<budget>/<arm>/seed<s>/` (export=false: no model dir) and
 its compact record (metrics.json + the per-epoch val curve + the exact command) to
 `<root>/results/<ablation>/<budget>/<arm>/seed<s>.json`, the only thing that is committed.
+Runs start through `rankrm.launch`: offline, with $RANKRM_DATA_DIR (default `data` here) passed on
+as an absolute path, so `${paths.data_dir}` in a config is the same folder for every run.
 Resumable: a run whose result exists is skipped; a run whose metrics.json exists is only collected.
 A collected run's checkpoints/ is deleted (~0.5 GB each) unless --keep-checkpoints.
 `--smoke` checks a config end to end in seconds: tiny random backbone, a few lists, 2 steps.
@@ -17,17 +19,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import EXP_DIR, ROOT, Spec, load_spec, merge_overrides, override_key, result_path
+from common import EXP_DIR, ROOT, Spec, load_spec, result_path
+
+from rankrm.launch import child_env, launch, runner_command
+from rankrm.overrides import merge_overrides, override_key
 
 # Overrides that keep a run's log readable and its dir small.
 QUIET = ["export=false", "++callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]
@@ -115,17 +118,8 @@ def plan(
 
 
 def command(run: Run, threads: int) -> list[str]:
-    """The training command of one run."""
-    return [
-        sys.executable,
-        "-m",
-        "rankrm.train",
-        f"experiment={run.ablation}",
-        *run.overrides,
-        f"threads={threads}",
-        *QUIET,
-        f"hydra.run.dir={run.run_dir}",
-    ]
+    """The training command of one run (the run dir last)."""
+    return runner_command([f"experiment={run.ablation}", *run.overrides, f"threads={threads}", *QUIET], run.run_dir)
 
 
 def val_curve(csv_path: Path, epochs: int) -> list[dict[str, float]]:
@@ -152,7 +146,7 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else ""
+        return r.stdout.rstrip("\n") if r.returncode == 0 else ""
 
     dirty = git("status", "--porcelain", "--", "rankrm", "pyproject.toml").splitlines()
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": sorted(line[3:] for line in dirty)}
@@ -186,14 +180,11 @@ def execute(run: Run, threads: int, smoke: bool, keep_checkpoints: bool = False)
     if not (run.run_dir / "metrics.json").is_file():
         run.run_dir.mkdir(parents=True, exist_ok=True)
         print(f"run    {run.arm} seed{run.seed} ...", flush=True)
-        start = time.time()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        with (run.run_dir / "run.log").open("w") as log:
-            rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-        if rc != 0 or not (run.run_dir / "metrics.json").is_file():
-            print(f"FAILED {run.arm} seed{run.seed} (exit {rc}): see {run.run_dir / 'run.log'}")
+        fin = launch(cmd, run.run_dir / "run.log", env=child_env(), cwd=ROOT)
+        if not fin.ok or not (run.run_dir / "metrics.json").is_file():
+            print(f"FAILED {run.arm} seed{run.seed} (exit {fin.exit_code}): see {fin.log}")
             return False
-        print(f"done   {run.arm} seed{run.seed} in {time.time() - start:.0f} s", flush=True)
+        print(f"done   {run.arm} seed{run.seed} in {fin.seconds:.0f} s", flush=True)
     run.result.parent.mkdir(parents=True, exist_ok=True)
     run.result.write_text(json.dumps(collect(run, cmd, smoke), indent=1, sort_keys=True) + "\n")
     if not keep_checkpoints:  # ~0.5 GB per full fine-tune (weights + Adam state); the record has the numbers

@@ -17,6 +17,8 @@ Conventions (documented once, here):
   sklearn's convention); discount 1 / log2(position + 2) for 0-based positions < k.
 - Kendall tau-b per list (ties in both rankings, `scipy.stats.kendalltau` variant "b").
   When all rewards of a list tie, tau-b is 0/0; it is defined as 0 here (no information).
+- Label ties: on a split with tied pairs the tie metrics of `rankrm.tie_metrics` are added
+  (tie_auc, outcome_acc, n_tied_pairs; tie_nll, outcome_nll for a tie model's `outcome`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from rankrm.errors import RankrmError
+from rankrm.losses.ties import Outcome
 from rankrm.pairs import check_batch, ideal_dcg, linear_gain, masked, pair_mask, shared_discount
+from rankrm.tie_metrics import SUM_KEYS, Tie, tie_ratios, tie_sums
 
 
 def _work_dtype(rewards: Tensor) -> torch.dtype:
@@ -188,11 +192,17 @@ def _ratios(sums: dict[str, Tensor], cutoffs: tuple[int, ...]) -> dict[str, Tens
 
 
 def ranking_metrics(
-    rewards: Tensor, labels: Tensor, mask: Tensor, cutoffs: Sequence[int] = (1, 3)
+    rewards: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    cutoffs: Sequence[int] = (1, 3),
+    outcome: Outcome | None = None,
+    tie: Tie | None = None,
 ) -> dict[str, Tensor]:
     """All metrics of one batch at once, same keys as `RankingMetrics.compute`."""
     cutoffs = _check_cutoffs(cutoffs)
-    return _ratios(_batch_sums(rewards, labels, mask, cutoffs), cutoffs)
+    ties = tie_ratios(tie_sums(rewards, labels, mask, outcome, tie), outcome is not None)
+    return {**_ratios(_batch_sums(rewards, labels, mask, cutoffs), cutoffs), **ties}
 
 
 class RankingMetrics(Metric):
@@ -202,7 +212,8 @@ class RankingMetrics(Metric):
     the metric of the concatenated epoch: pooled pair accuracy = all correct pairs / all
     pairs (not a mean of batch accuracies), per-list metrics = sum over eligible lists /
     number of eligible lists. `compute()` keys: pair_acc, kendall_tau, ndcg, ndcg@{c} for c
-    in `cutoffs`, top1_acc, exact_order, n_lists, n_pairs (all 0-dim float tensors).
+    in `cutoffs`, top1_acc, exact_order, n_lists, n_pairs (all 0-dim float tensors), and the
+    tie metrics when tied pairs were seen (`rankrm.tie_metrics`).
     """
 
     is_differentiable = False
@@ -218,13 +229,23 @@ class RankingMetrics(Metric):
         self.add_state("tau_sum", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("top1_sum", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("ndcg_sum", torch.zeros(1 + len(self.cutoffs)), dist_reduce_fx="sum")
+        for name in SUM_KEYS:  # tie metrics; counts stay integers, sums of logs and AUCs are floats
+            float_sum = name.endswith("_sum")
+            self.add_state(name, torch.tensor(0.0 if float_sum else 0, dtype=None if float_sum else torch.long), "sum")
+        self.add_state("outcome_batches", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, rewards: Tensor, labels: Tensor, mask: Tensor) -> None:
-        """Add one batch: rewards (B, K), labels (B, K), mask (B, K) bool."""
-        for name, value in _batch_sums(rewards, labels, mask, self.cutoffs).items():
+    def update(
+        self, rewards: Tensor, labels: Tensor, mask: Tensor, outcome: Outcome | None = None, tie: Tie | None = None
+    ) -> None:
+        """Add one batch: rewards (B, K), labels (B, K), mask (B, K) bool; `outcome` and `tie` for a tie
+        model (`rankrm.losses.Loss.outcome` and its current tie parameter)."""
+        sums = {**_batch_sums(rewards, labels, mask, self.cutoffs), **tie_sums(rewards, labels, mask, outcome, tie)}
+        sums["outcome_batches"] = torch.tensor(int(outcome is not None), device=mask.device)
+        for name, value in sums.items():
             setattr(self, name, getattr(self, name) + value.to(getattr(self, name).dtype))
 
     def compute(self) -> dict[str, Tensor]:
         """Metric dict over everything seen since the last reset."""
         names = ("correct_pairs", "total_pairs", "total_lists", "exact_lists", "tau_sum", "top1_sum")
-        return _ratios({n: getattr(self, n) for n in (*names, "ndcg_sum")}, self.cutoffs)
+        out = _ratios({n: getattr(self, n) for n in (*names, "ndcg_sum")}, self.cutoffs)
+        return {**out, **tie_ratios({n: getattr(self, n) for n in SUM_KEYS}, bool(self.outcome_batches > 0))}

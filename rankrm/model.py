@@ -18,10 +18,9 @@ Head: `Linear(hidden, 1)`, with dropout before it as in BertForSequenceClassific
 (`classifier_dropout` or `hidden_dropout_prob`; 0 for decoders). Decoders use `head_bias=False`
 because transformers' decoder heads have no bias (export); ranking losses ignore a shift.
 
-Freeze modes (`set_freeze`): `full` trains everything; `head_only` freezes the backbone
-(including its pooler) and keeps it in eval mode so its features are deterministic;
-`lora` wraps the backbone in peft LoRA adapters; adapters, head and (for `pooler`) the
-pooler train.
+How the N sequences of a batch go through the backbone (one padded block, or length buckets) is
+the `encoding` strategy (`rankrm.encoding`); the model scores one padded block (`score_block`).
+What trains (freeze modes, LoRA) is set where the backbone is built (`rankrm.freeze`).
 
 Reward normalisation: `set_reward_norm(mean, std)` stores the mean/std of the RAW scores on
 a reference set (saved in the state dict as extra state); `forward` then returns normalised
@@ -32,61 +31,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
+from rankrm.config.schema import Pooling
+from rankrm.encoding import Encoding, make_encoding
 from rankrm.errors import RankrmError
+from rankrm.freeze import has_lora
 
-POOLINGS = ("pooler", "cls", "mean", "last_token")
-FREEZE_MODES = ("full", "head_only", "lora")
-# LoRA targets when `lora.target_modules` is null; other model types fall back to peft's table.
-LORA_TARGETS = {
-    "bert": ["query", "value"],
-    "ernie": ["query", "value"],
-    "roberta": ["query", "value"],
-    "llama": ["q_proj", "v_proj"],
-    "qwen2": ["q_proj", "v_proj"],
-    "mistral": ["q_proj", "v_proj"],
-}
-
-
-def length_chunks(lengths: torch.Tensor, n: int) -> list[torch.Tensor]:
-    """Split rows into at most `n` chunks of similar length, padding each to its own longest row.
-
-    lengths: (N,) real tokens per row. Returns index tensors (into `lengths`), shortest rows first,
-    whose concatenation is a permutation of range(N). The split points minimise the padded cells
-    sum(len(chunk) * max(chunk)) exactly (dynamic programming over the sorted lengths, O(n N^2)).
-    On VADER's length-grouped batches of 8 K=4 lists that leaves a padded share of 0.165 / 0.103 /
-    0.071 at n = 2 / 3 / 4, against 0.187 / 0.139 / 0.113 for equal-count chunks. Of equally good
-    splits the one with fewest chunks wins (each chunk is one more backbone call).
-    """
-    order = lengths.argsort(stable=True)  # (N,) shortest first
-    ls = lengths[order].tolist()
-    size = len(ls)
-    # best[j]: least cells for the first j sorted rows in at most k chunks (k = 1 here, +1 per pass);
-    # cuts[k][j]: where the last of those chunks starts (0: using k chunks saves nothing at j).
-    best = [0] + [ls[j - 1] * j for j in range(1, size + 1)]
-    cuts = [[0] * (size + 1)]
-    for _ in range(1, min(n, size)):
-        new, cut = best[:], [0] * (size + 1)
-        for j in range(1, size + 1):
-            for i in range(1, j):  # last chunk = sorted rows i..j-1, padded to ls[j - 1]
-                cells = best[i] + (j - i) * ls[j - 1]
-                if cells < new[j]:
-                    new[j], cut[j] = cells, i
-        if new[size] == best[size]:  # one more chunk saves nothing
-            break
-        best = new
-        cuts.append(cut)
-    ends, j = [size], size
-    for cut in reversed(cuts[1:]):  # walk back: a zero cut means this level added no chunk at j
-        if cut[j]:
-            j = cut[j]
-            ends.append(j)
-    ends.reverse()  # increasing chunk ends
-    return [order[a:b] for a, b in zip([0] + ends[:-1], ends)]
+POOLINGS = get_args(Pooling)  # backbone.pooling choices; the schema is their one home
 
 
 class RewardModel(nn.Module):
@@ -99,11 +54,9 @@ class RewardModel(nn.Module):
         head_bias: bool = True,
         head_dropout: float = 0.0,
         backbone_name: str = "",
-        length_buckets: int = 1,
+        encoding: Encoding | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise RankrmError(f"backbone.pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
             raise RankrmError(
                 f"pooling 'pooler' needs an encoder with a pooler layer (BERT/ERNIE); "
@@ -119,8 +72,7 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         self.pooling = pooling
         self.backbone_name = backbone_name
-        self.length_buckets = int(length_buckets)
-        self.freeze_mode = "full"
+        self.encoding: Encoding = make_encoding() if encoding is None else encoding
         config = backbone.config
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(config.hidden_size, 1, bias=head_bias)
@@ -140,7 +92,17 @@ class RewardModel(nn.Module):
 
     @property
     def has_lora(self) -> bool:
-        return hasattr(self.backbone, "merge_and_unload")
+        return has_lora(self.backbone)
+
+    @property
+    def length_buckets(self) -> int:
+        """Blocks a batch is encoded in (1: one padded block); setting it switches the encoding (as
+        `backbone.length_buckets` does at build time; tests and scripts/bench_buckets.py compare values)."""
+        return getattr(self.encoding, "buckets", 1)
+
+    @length_buckets.setter
+    def length_buckets(self, n: int) -> None:
+        self.encoding = make_encoding(n)
 
     def forward(
         self,
@@ -150,30 +112,12 @@ class RewardModel(nn.Module):
         normalize: bool = True,
     ) -> torch.Tensor:
         """input_ids, attention_mask, token_type_ids: (N, T) -> scores (N,); normalised unless `normalize=False`."""
-        if self.length_buckets > 1 and input_ids.shape[0] >= 2 * self.length_buckets:
-            scores = self._score_bucketed(input_ids, attention_mask, token_type_ids)
-        else:
-            scores = self._score(input_ids, attention_mask, token_type_ids)
+        scores = self.encoding(self, input_ids, attention_mask, token_type_ids)  # (N,) raw
         if normalize and (self.reward_mean, self.reward_std) != (0.0, 1.0):
             scores = (scores - self.reward_mean) / self.reward_std
         return scores
 
-    def _score_bucketed(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Encode the N sequences in at most `length_buckets` chunks of similar length (`length_chunks`),
-        each cut to its own longest row. Padding is masked, so the scores are the same; the padded
-        compute is not: the responses of one list differ in length, which batching whole lists cannot fix."""
-        idxs = length_chunks(attention_mask.sum(-1), self.length_buckets)
-        order = torch.cat(idxs)  # (N,) chunk after chunk
-        chunks = []
-        for idx in idxs:
-            keep = attention_mask[idx].bool().any(0)  # (T,) columns with a real token in this chunk
-            tt = None if token_type_ids is None else token_type_ids[idx][:, keep]
-            chunks.append(self._score(input_ids[idx][:, keep], attention_mask[idx][:, keep], tt))
-        return torch.cat(chunks)[order.argsort()]  # (N,) back in input order
-
-    def _score(
+    def score_block(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
     ) -> torch.Tensor:
         """Raw scores (N,) of one padded block (N, T)."""
@@ -201,59 +145,6 @@ class RewardModel(nn.Module):
         positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
         last = (positions * attention_mask.long()).argmax(-1)  # (N,) index of the last real token
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-    # ---- training modes -------------------------------------------------------------------
-
-    def set_freeze(self, mode: str, lora: dict[str, Any] | None = None) -> None:
-        """Choose what trains: `full`, `head_only` or `lora` (with {r, alpha, dropout, target_modules})."""
-        if mode not in FREEZE_MODES:
-            raise RankrmError(f"backbone.freeze must be one of {', '.join(FREEZE_MODES)}, got '{mode}'")
-        if self.freeze_mode != "full":
-            raise RankrmError(f"freeze mode is already '{self.freeze_mode}'; set it once, on a fresh model")
-        self.freeze_mode = mode
-        if mode == "head_only":
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
-        elif mode == "lora":
-            self._wrap_lora(lora or {})
-
-    def _wrap_lora(self, lora: dict[str, Any]) -> None:
-        from peft import LoraConfig, get_peft_model
-        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
-
-        model_type = self.backbone.config.model_type
-        targets = lora.get("target_modules") or LORA_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type)
-        if not targets:
-            raise RankrmError(
-                f"no default LoRA target modules for model type '{model_type}': set backbone.lora.target_modules"
-            )
-        if isinstance(targets, str):
-            targets = [t.strip() for t in targets.split(",") if t.strip()]
-        config = LoraConfig(
-            r=int(lora.get("r", 8)),
-            lora_alpha=int(lora.get("alpha", 16)),
-            lora_dropout=float(lora.get("dropout", 0.0)),
-            target_modules=list(targets),
-        )
-        try:
-            self.backbone = get_peft_model(self.backbone, config)
-        except ValueError as e:  # peft: target modules not found in the model
-            raise RankrmError(f"LoRA: {e}") from e
-        if self.pooling == "pooler":
-            # The pooler is part of the head in the seed design: keep it trainable.
-            self.base_model.pooler.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> RewardModel:
-        """As nn.Module.train, but a head_only backbone stays in eval mode (no dropout on frozen features)."""
-        super().train(mode)
-        if self.freeze_mode == "head_only":
-            self.backbone.eval()
-        return self
-
-    def merge_lora(self) -> None:
-        """Fold LoRA adapters into the backbone weights (in place); no-op without LoRA."""
-        if self.has_lora:
-            self.backbone = self.backbone.merge_and_unload()
 
     # ---- reward normalisation ---------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,14 +13,14 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from rankrm.errors import RankrmError
 from rankrm.io import atomic_write_with
-from rankrm.losses import LOSSES
+from rankrm.losses import LOSSES, Loss
 from rankrm.metrics import RankingMetrics
 from rankrm.model import RewardModel
 
 Batch = Mapping[str, torch.Tensor]
 
 
-def loss_fn(name: str) -> Callable[..., torch.Tensor]:
+def loss_fn(name: str) -> Loss:
     if name not in LOSSES:
         raise RankrmError(f"unknown loss {name!r}; choices: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
@@ -45,9 +46,13 @@ class RankRMModule(pl.LightningModule):
         # from_pretrained returns eval mode and Lightning never calls train(): without this a pretrained
         # backbone would train with dropout silently off (backbone.dropout=0.0 turns it off on purpose).
         self.model = model.train()
-        self.loss_name = loss_name
-        self.loss = loss_fn(loss_name)
-        self.loss_kwargs = dict(loss_kwargs or {})
+        self.loss_name, self.loss = loss_name, loss_fn(loss_name)  # the name goes into the export metadata
+        self.loss_kwargs, self.loss_param_lrs = self.loss.split(dict(loss_kwargs or {}))
+        # Loss parameters learned with the model (e.g. a tie model's tie), kept as their log so they stay
+        # > 0; in the state dict, hence in every checkpoint, so a resumed run continues from them.
+        self.loss_params = torch.nn.ParameterDict(
+            {f"log_{n}": torch.nn.Parameter(torch.tensor(math.log(self.loss_kwargs[n]))) for n in self.loss_param_lrs}
+        )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
         self.test_metrics = RankingMetrics(cutoffs=tuple(metric_cutoffs))
@@ -61,8 +66,17 @@ class RankRMModule(pl.LightningModule):
         mask = batch["mask"]  # (B, K)
         return scores.new_zeros(mask.shape).masked_scatter(mask, scores.to(mask.device))  # (B, K)
 
+    def current_loss_kwargs(self) -> dict[str, Any]:
+        """The loss kwargs with every learned parameter at its current value (exp of its log)."""
+        return {**self.loss_kwargs, **{n: self.loss_params[f"log_{n}"].exp() for n in self.loss_param_lrs}}
+
+    def loss_metadata(self) -> dict[str, Any]:
+        """What the export's rankrm.json records of the loss: name, kwargs, learned values."""
+        learned = {n: float(self.loss_params[f"log_{n}"].detach().exp()) for n in self.loss_param_lrs}
+        return {"name": self.loss_name, "kwargs": {**self.loss_kwargs, **learned}, "learned": sorted(learned)}
+
     def _loss(self, rewards: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return self.loss(rewards.float(), batch["labels"], batch["mask"], **self.loss_kwargs)
+        return self.loss(rewards.float(), batch["labels"], batch["mask"], **self.current_loss_kwargs())
 
     def _check_finite(self, loss: torch.Tensor, stage: str, batch_idx: int) -> None:
         if not torch.isfinite(loss):
@@ -88,11 +102,14 @@ class RankRMModule(pl.LightningModule):
         loss = self._loss(rewards, batch)
         self._check_finite(loss, stage, batch_idx)
         self.log(f"{stage}/loss", loss, batch_size=batch["mask"].shape[0], sync_dist=True)
-        metrics.update(rewards.float(), batch["labels"], batch["mask"])
+        tie = self.current_loss_kwargs().get("tie") if self.loss.outcome is not None else None
+        tie = tie.detach() if isinstance(tie, torch.Tensor) else tie
+        metrics.update(rewards.float(), batch["labels"], batch["mask"], outcome=self.loss.outcome, tie=tie)
 
     def _eval_epoch_end(self, stage: str, metrics: RankingMetrics) -> None:
         values = metrics.compute()  # synced across ranks by torchmetrics
         metrics.reset()
+        values.update({n: self.loss_params[f"log_{n}"].detach().exp() for n in self.loss_param_lrs})
         self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -130,10 +147,16 @@ class RankRMModule(pl.LightningModule):
             loader.load_state_dict(states[0])
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise RankrmError("no trainable parameters: check backbone.freeze")
-        optimizer = self.optimizer_factory(params=params)  # hyperparameters: see rankrm.preflight.check_optimizer
+        # A learned loss parameter gets its own learning rate (the backbone's would barely move it in a
+        # run) and no weight decay (which would pull log(tie) to 0, i.e. tie to 1).
+        groups = [{"params": params}] + [
+            {"params": [self.loss_params[f"log_{n}"]], "lr": lr, "weight_decay": 0.0}
+            for n, lr in self.loss_param_lrs.items()
+        ]
+        optimizer = self.optimizer_factory(params=groups)  # hyperparameters: see rankrm.preflight.check_optimizer
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(

@@ -50,6 +50,16 @@ def pair_mask(labels: Tensor, mask: Tensor) -> Tensor:
     return both & (lab.unsqueeze(2) > lab.unsqueeze(1))  # (B, K, K)
 
 
+def tie_mask(labels: Tensor, mask: Tensor) -> Tensor:
+    """Tied pairs, each unordered pair once: (B, K), (B, K) -> (B, K, K) bool, [b, i, j] = "i < j are
+    both real and labelled equal". The complement of `pair_mask` among real pairs, for tie models."""
+    lab = masked(labels, mask)
+    both = mask.unsqueeze(2) & mask.unsqueeze(1)  # (B, K, K)
+    k = labels.shape[-1]
+    upper = torch.ones(k, k, dtype=torch.bool, device=labels.device).triu(diagonal=1)  # (K, K): i < j
+    return both & upper & (lab.unsqueeze(2) == lab.unsqueeze(1))  # (B, K, K)
+
+
 def pair_index(labels: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Valid pairs as three (P,) LongTensors (b, i, j), winner i, loser j, in row-major order."""
     b, i, j = pair_mask(labels, mask).nonzero(as_tuple=True)

@@ -7,16 +7,13 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from rankrm.errors import RankrmError
-
 
 def warmup_decay(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1, decay: str = "linear"
 ) -> LambdaLR:
-    """Linear warmup over `warmup_ratio * total_steps`, then linear/cosine decay to 0 or constant."""
+    """Linear warmup over `warmup_ratio * total_steps`, then linear/cosine decay to 0 or constant.
+    The config's values are checked by its schema (rankrm.config.loop.Scheduler)."""
     warmup = int(warmup_ratio * total_steps)
-    if decay not in ("linear", "cosine", "constant"):
-        raise RankrmError(f"scheduler.decay must be linear, cosine or constant, got {decay!r}")
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -2,16 +2,20 @@
 
     python -m rankrm.score MODEL_DIR [--prompt P] [--rank] TEXT [TEXT ...]
     python -m rankrm.score MODEL_DIR --jsonl FILE [--out FILE] [--rank]
+    python -m rankrm.score MODEL_DIR --stats FILE
 
-Texts are encoded exactly as in training (`rankrm.data.tokenize`: prompt + response as a text
-pair for encoders, joined for decoders, the chat template for message prompts). The model is
-the plain transformers export (AutoModelForSequenceClassification); a reward norm that could
-not be folded into the head (decoders) is applied from `config.rankrm_reward_mean/std`.
+The export is read back into the model training ran (`rankrm.reward.load_reward_model`) and texts are
+encoded as in training, with the input format saved in the export (`rankrm.inputs`: prompt + response
+as a text pair for encoders, joined with the recorded prompt joiner for decoders, the chat template
+for message prompts); a reward norm is applied. `rankrm.reward_function` gives the same scores.
 
 Output: one `score<TAB>text` line per text in input order, or best first with `--rank`.
 With `--jsonl`, every input line `{"prompt"?, "responses": [...], ...}` is written back with
 `"rewards": [...]` added (and `"ranking"`: response indices best first, with `--rank`);
-other fields, e.g. human `scores`, are kept.
+other fields, e.g. human `scores`, are kept. The file is read as training reads the `list`
+format, in the container its suffix names (`.jsonl`, or a `.json` array). `--stats FILE` prints
+one JSON line: n, mean, std, min and max of the scores of every response in FILE -- the reward
+scale an RL trainer will see (rankrm.json's `reward_stats` holds the same for the val set).
 """
 
 from __future__ import annotations
@@ -20,97 +24,26 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from rankrm.data.records import Prompt, RankedList
-from rankrm.errors import RankrmError, exit_on_user_error
-
-
-def load_exported(model_dir: str | Path) -> tuple[Any, Any]:
-    """(AutoModelForSequenceClassification in eval mode, AutoTokenizer) from an export dir."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    d = Path(model_dir).expanduser()
-    if not (d / "config.json").is_file():
-        raise RankrmError(f"{d} is not an exported model dir (no config.json); export one with rankrm-train")
-    hf_logging.disable_progress_bar()
-    try:
-        # safetensors only: a pickled pytorch_model.bin can run code on load, and exports never write one.
-        model = AutoModelForSequenceClassification.from_pretrained(d, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(d)
-    except (OSError, ValueError) as e:
-        raise RankrmError(f"could not load the model in {d}: {str(e).splitlines()[0]}") from e
-    if model.config.num_labels != 1:
-        raise RankrmError(f"{d} has {model.config.num_labels} labels; a reward model has 1")
-    return model.eval(), tokenizer
-
-
-def score_lists(
-    model: Any, tokenizer: Any, lists: Sequence[RankedList], batch_size: int = 16, max_length: int | None = None
-) -> list[list[float]]:
-    """Scores (normalised when the export stores a norm) of every response of every list."""
-    from rankrm.data.collate import RankCollator
-    from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
-    from rankrm.export import hf_scores
-
-    limit = effective_max_length(tokenizer, max_length)
-    encoded, counts = encode_lists(tokenizer, list(lists), limit, overlong="truncate")
-    if counts.get("overlong_filtered"):
-        n = counts["overlong_filtered"]
-        raise RankrmError(f"{n} list(s) cannot fit in {limit} tokens even with the prompt cut")
-    ids = [x for el in encoded for x in el.ids]  # N sequences, row-major over lists
-    types = None if encoded[0].type_ids is None else [t for el in encoded for t in el.type_ids]
-    order = sorted(range(len(ids)), key=lambda n: len(ids[n]))  # similar lengths share a batch
-    collate = RankCollator(tokenizer.pad_token_id, tokenizer.padding_side)
-    flat = [0.0] * len(ids)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            # One pseudo-list of all the batch's sequences: the collator pads them as in training.
-            chunk = EncodedList(
-                [ids[n] for n in idx], None if types is None else [types[n] for n in idx], tuple(0.0 for _ in idx)
-            )
-            batch = collate([chunk])
-            inputs = {k: v for k, v in batch.items() if k not in ("labels", "mask")}
-            for n, s in zip(idx, hf_scores(model, inputs).tolist()):
-                flat[n] = s
-    out, pos = [], 0
-    for el in encoded:
-        out.append(flat[pos : pos + el.k])
-        pos += el.k
-    return out
+from rankrm.data.records import RankedList
+from rankrm.errors import DataError, RankrmError, exit_on_user_error
 
 
 def _read_jsonl(path: str) -> tuple[list[dict[str, Any]], list[RankedList]]:
-    """Input objects and their lists; a bad line is a DataError with file, line and field."""
-    from rankrm.data.validate import (
-        DropLog,
-        check_file,
-        check_list,
-        check_prompt,
-        check_text,
-        iter_lines,
-        parse_json_object,
-        require,
-    )
+    """Input objects and their lists (any container the suffix names; `prompt`/`responses` read as
+    the `list` format reads them); a bad line is a DataError with file, line and field."""
+    from rankrm.data.containers import read_rows
+    from rankrm.data.formats import list_texts
+    from rankrm.data.validate import DropLog
 
-    p = check_file(path)
     objs, lists = [], []
-    for line, text in iter_lines(p, DropLog()):
-        obj = parse_json_object(text, p, line)
-        raw = check_list(require(obj, "responses", p, line), p, line, "responses")
-        if not raw:
-            raise RankrmError(f"{p}:{line}: field 'responses' is empty")
-        responses = tuple(check_text(r, p, line, f"responses[{i}]") for i, r in enumerate(raw))
-        prompt: Prompt = check_prompt(obj.get("prompt"), p, line)
+    for where, line, obj in read_rows(path, DropLog()):
+        prompt, responses = list_texts(obj, where, line)
+        if not responses:
+            raise DataError(where, line, "responses", "is empty")
         objs.append(obj)
-        lists.append(RankedList(responses, tuple(0.0 for _ in responses), prompt, f"{p}:{line}"))
-    if not lists:
-        raise RankrmError(f"{p} contains no records")
+        lists.append(RankedList(tuple(responses), tuple(0.0 for _ in responses), prompt, f"{where}:{line}"))
     return objs, lists
 
 
@@ -143,15 +76,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rank", action="store_true", help="print best first with ranks (jsonl: add 'ranking')")
     ap.add_argument("--jsonl", metavar="FILE", help='score a file of {"prompt"?, "responses": [...]} lines')
     ap.add_argument("--out", metavar="FILE", help="write the jsonl output here instead of stdout")
+    ap.add_argument("--stats", metavar="FILE", help="print n, mean, std, min, max of the scores of FILE's responses")
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
     ap.add_argument(
         "--max-length", type=int, default=None, help="token limit; longer prompts are cut (default: the model's)"
     )
     args = ap.parse_intermixed_args(argv)  # options may come after the TEXTs, or between them
-    if bool(args.jsonl) == bool(args.texts):
-        ap.error("give either TEXT arguments or --jsonl FILE")
-    if args.jsonl and args.prompt is not None:
-        ap.error("--prompt is for TEXT arguments; in --jsonl files put the prompt in each line")
+    if sum(map(bool, (args.jsonl, args.texts, args.stats))) != 1:
+        ap.error("give either TEXT arguments, --jsonl FILE or --stats FILE")
+    if (args.jsonl or args.stats) and args.prompt is not None:
+        ap.error("--prompt is for TEXT arguments; in --jsonl / --stats files put the prompt in each line")
     if args.out and not args.jsonl:
         ap.error("--out goes with --jsonl")
     if args.batch_size < 1:
@@ -162,11 +96,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (`rankrm-score`)."""
+    from rankrm.inputs import as_prompt
+    from rankrm.reward import load_reward_model, score_lists, score_stats
+
     args = parse_args(argv)
-    model, tokenizer = load_exported(args.model_dir)
+    rm = load_reward_model(args.model_dir, device="cpu")
+    if args.stats:
+        scores = score_lists(rm, _read_jsonl(args.stats)[1], args.batch_size, args.max_length)
+        print(json.dumps(score_stats([x for s in scores for x in s])))
+        return
     if args.jsonl:
         objs, lists = _read_jsonl(args.jsonl)
-        scores = score_lists(model, tokenizer, lists, args.batch_size, args.max_length)
+        scores = score_lists(rm, lists, args.batch_size, args.max_length)
         if args.out:
             with open(args.out, "w", encoding="utf-8") as fh:
                 _write_jsonl(objs, scores, args.rank, fh)
@@ -176,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for i, t in enumerate(args.texts):
         if not t.strip():
             raise RankrmError(f"TEXT {i + 1} is empty")
-    prompt = args.prompt if args.prompt and args.prompt.strip() else None
+    prompt = as_prompt(args.prompt)
     rl = RankedList(tuple(args.texts), tuple(0.0 for _ in args.texts), prompt, "command line")
-    scores = score_lists(model, tokenizer, [rl], args.batch_size, args.max_length)[0]
+    scores = score_lists(rm, [rl], args.batch_size, args.max_length)[0]
     _write_text_scores(args.texts, scores, args.rank, sys.stdout)
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from rankrm import CONF_DIR
+from rankrm.config.cli import hydra_runner
 from rankrm.errors import RankrmError
 from rankrm.io import atomic_write_json
 from rankrm.preflight import preflight
@@ -97,38 +100,66 @@ def _trainer(cfg: DictConfig, out_dir: Path) -> Any:
     )
 
 
-def _reward_norm(module: Any, dm: Any) -> dict[str, Any]:
-    """Normalise the model's rewards to mean 0, std 1 over all of val (the same on every rank)."""
+# What gloo / NCCL say in the surviving ranks' next collective when a peer process has died.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def _ended_ranks(procs: list[Any], wait_s: float = 10.0) -> list[tuple[int, int]]:
+    """(local rank, exit code) of the ranks rank 0 launched (Lightning's subprocess launcher) that have ended.
+    The peer's error can reach this rank before the peer's exit does: wait for it a little."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        ended = [(i + 1, p.returncode) for i, p in enumerate(procs) if p.poll() is not None]
+        if ended or not procs or time.monotonic() > deadline:
+            return ended
+        time.sleep(0.1)
+
+
+@contextmanager
+def _peer_loss_is_one_line(trainer: Any, out_dir: Path) -> Iterator[None]:
+    """A DDP rank that dies (killed, out of memory) makes the others fail in their next collective with a
+    long traceback: say instead which rank was lost and how to continue."""
+    try:
+        yield
+    except RuntimeError as e:
+        if trainer.world_size < 2 or not any(s in str(e) for s in PEER_LOST):
+            raise
+        ended = _ended_ranks(getattr(trainer.strategy.launcher, "procs", None) or [])
+        if ended:
+            rank, code = ended[0]
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            lost = f"DDP rank {rank} was lost ({how})"
+        else:
+            other = f"rank {1 - trainer.global_rank}" if trainer.world_size == 2 else "another rank"
+            lost = f"DDP {other} was lost (its process ended; see its log)"
+        last = out_dir / "checkpoints" / "last.ckpt"
+        then = (
+            f"run the same command with resume=true (same hydra.run.dir) to continue from {last}"
+            if last.is_file()
+            else "no checkpoint was written yet: run the command again "
+            "(callbacks.step_checkpoint.every_n_train_steps=N writes one every N steps)"
+        )
+        raise RankrmError(f"{lost}, so rank {trainer.global_rank} stopped too: {then}") from None
+
+
+def _reward_stats(module: Any, dm: Any, normalize: bool) -> dict[str, Any]:
+    """Mean and std of the model's raw scores over all of val (the same on every rank), recorded with the
+    export for RL; with backbone.normalize_rewards they become the model's norm (mean 0, std 1 on val)."""
     from torch.utils.data import DataLoader
 
     from rankrm.module import reference_stats
 
     val = DataLoader(dm.datasets["val"], batch_sampler=dm.sampler("val"), collate_fn=dm.collator)
     mean, std = reference_stats(module, val)
-    module.model.set_reward_norm(mean, std)
-    return {"mean": mean, "std": std, "reference": "val"}
+    if normalize:
+        module.model.set_reward_norm(mean, std)
+    return {"split": "val", "n": sum(e.k for e in dm.datasets["val"]), "mean": mean, "std": std}
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, evaluate and export one reward model; returns the content of metrics.json."""
-    start = time.time()
-    data, ckpt_path = preflight(cfg)
-
-    import lightning.pytorch as pl  # heavy imports after config and data errors had their chance
-    import torch
-
-    from rankrm.backbones import build_reward_model
+def _module(cfg: DictConfig, model: Any) -> tuple[Any, dict[str, int]]:
+    """The LightningModule around `model`, and its parameter counts (logged)."""
     from rankrm.module import RankRMModule
 
-    _quiet_logging()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    out_dir = Path(cfg.paths.output_dir)
-
-    model, tokenizer = build_reward_model(cfg.backbone)
-    dm = _build(cfg.data, "data", tokenizer=tokenizer, seed=cfg.seed, preread=data)
-    dm.setup("fit")  # tokenise now: a data set emptied by the length filter fails before the trainer starts
     module = RankRMModule(
         model,
         cfg.loss.name,
@@ -140,16 +171,47 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     n_all = sum(p.numel() for p in module.parameters())
     n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
     log.info("parameters: %s total, %s trainable (%s)", f"{n_all:,}", f"{n_train:,}", cfg.backbone.freeze)
+    return module, {"total": n_all, "trainable": n_train}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, evaluate and export one reward model; returns the content of metrics.json."""
+    start = time.time()
+    data, ckpt_path = preflight(cfg)
+
+    import lightning.pytorch as pl  # heavy imports after config and data errors had their chance
+    import torch
+
+    from rankrm.backbones import build_reward_model
+
+    _quiet_logging()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir = Path(cfg.paths.output_dir)
+
+    model, tokenizer = build_reward_model(cfg.backbone)
+    if cfg.export:  # what only the built model tells (e.g. a model type transformers has no head class for)
+        from rankrm.export import check_exportable
+
+        check_exportable(model)
+    dm = _build(cfg.data, "data", tokenizer=tokenizer, seed=cfg.seed, preread=data)
+    dm.setup("fit")  # tokenise now: a data set emptied by the length filter fails before the trainer starts
+    module, params = _module(cfg, model)
 
     trainer = _trainer(cfg, out_dir)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
-    encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
-    metrics = _final_metrics(trainer, module, dm, cfg)
-    if cfg.backbone.get("normalize_rewards"):
-        metrics["reward_norm"] = _reward_norm(module, dm)
+    with _peer_loss_is_one_line(trainer, out_dir):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)  # resume without unpickling code
+        encoded = int(module.sequences_encoded)  # global count (summed over ranks); read before the best weights load
+        metrics = _final_metrics(trainer, module, dm, cfg)
+    normalize = bool(cfg.backbone.get("normalize_rewards"))
+    if cfg.export or normalize:  # one more pass over val; the export records the scale for RL
+        metrics["reward_stats"] = _reward_stats(module, dm, normalize)
+    if normalize:
+        metrics["reward_norm"] = {k: metrics["reward_stats"][k] for k in ("mean", "std")} | {"reference": "val"}
     metrics.update(
         data=dm.stats,
-        params={"total": n_all, "trainable": n_train},
+        params=params,
         train={
             "global_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
@@ -159,33 +221,39 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         wall_time_s=round(time.time() - start, 2),
     )
     if trainer.is_global_zero:
-        metrics["export"] = _export(cfg, module, tokenizer, out_dir)
+        metrics["export"] = _export(cfg, module, tokenizer, dm, metrics, out_dir)
         atomic_write_json(out_dir / "metrics.json", metrics)
         log.info("wrote %s", out_dir / "metrics.json")
     return metrics
 
 
-def _export(cfg: DictConfig, module: Any, tokenizer: Any, out_dir: Path) -> str | None:
+def _export(
+    cfg: DictConfig, module: Any, tokenizer: Any, dm: Any, metrics: dict[str, Any], out_dir: Path
+) -> str | None:
     """Export to <run dir>/model; an unsupported pooling is reported, not fatal: the checkpoint stays."""
     if not cfg.export:
         return None
     from rankrm.export import export_model
+    from rankrm.export.card import run_summary
 
     try:
-        return str(export_model(module.model, tokenizer, out_dir / "model"))
+        run = run_summary(cfg, metrics) | {"loss": module.loss_metadata()}  # learned loss parameters too
+        return str(export_model(module.model, tokenizer, out_dir / "model", dm.input_format, run))
     except RankrmError as e:
         log.warning("export skipped: %s", e)
         return f"skipped: {e}"
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _task(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except RankrmError as e:
         print(f"rankrm: error: {e}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("val", {}).get("pair_acc")
+
+
+main = hydra_runner(_task, "train")  # the command line is checked first: a bad key or option is one line too
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Padding left after length-aware batching, and what `backbone.length_buckets` buys back.
 
 The responses inside one list differ in length, so batching whole lists cannot remove all padding.
-`RewardModel(length_buckets=N)` encodes a batch's responses in at most N chunks of similar length
-(split points chosen to minimise padded cells), each padded only to its own longest. This script
+`backbone.length_buckets=N` (`rankrm.encoding.Bucketed`) encodes a batch's responses in at most N chunks
+of similar length (split points chosen to minimise padded cells), each padded only to its own longest. This script
 prints, on the VADER train lists:
 1. the padded-token share for N = 1..4, with and without length grouping (no model needed);
 2. fwd+bwd time of the real backbone over the same batches for each N (median of `--repeats`).
@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 
 from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
-from rankrm.model import length_chunks
+from rankrm.encoding import Bucketed
 
 CONF = str(CONF_DIR)
 
@@ -38,8 +38,7 @@ def padded_share(batches: list[dict], buckets: int) -> float:
     real = padded = 0
     for b in batches:
         lens = b["attention_mask"].sum(-1)  # (N,)
-        # The model's own rule (RewardModel.forward chunks only batches of >= 2 * buckets rows).
-        chunks = length_chunks(lens, buckets) if len(lens) >= 2 * buckets else [lens.argsort()]
+        chunks = Bucketed(buckets).chunks(lens)  # the model's own blocks for this batch
         padded += sum(len(idx) * int(lens[idx].max()) for idx in chunks)
         real += int(lens.sum())
     return 1 - real / padded

@@ -32,8 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
+import bench_common as bc  # a sibling module: `python scripts/x.py` puts scripts/ on the path
 
 COLUMNS = [
     ("config", "config"),
@@ -52,15 +51,10 @@ COLUMNS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bc.common_args(p, train_help="training lists (one epoch)")
-    p.add_argument("--k", type=int, default=4, help="list length K")
-    p.add_argument("--val-lists", type=int, default=16, help="val lists (the runner wants some)")
-    p.add_argument("--lists-per-batch", type=int, default=8, help="GLOBAL batch in lists")
-    p.add_argument("--loss", default="ranklist", help="loss config (conf/loss/)")
+    p = bc.parser(__doc__, f"{bc.VADER_OPTIONS} k loss repeats", val_lists=16)
+    p.add_argument("--lists-per-batch", type=int, default=8, help="GLOBAL batch in lists (split over the processes)")
     p.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="DDP process counts to run")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="threads shared by the processes")
-    p.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians reported")
     args = p.parse_args(argv)
     if args.quick:
         args.k, args.train_lists, args.val_lists, args.lists_per_batch, args.repeats = 3, 8, 4, 2, 1
@@ -96,19 +90,8 @@ def run_config(
     if args.lists_per_batch % n:
         raise SystemExit(f"--lists-per-batch {args.lists_per_batch} does not split over {n} processes")
     name = f"{label.replace(' ', '_').replace('=', '')}_r{rep}"
-    overrides = [
-        f"backbone={args.backbone}",
-        f"loss={args.loss}",
-        "data=jsonl",
-        f"seed={args.seed}",
-        f"data.source.train={lists['train']}",
-        f"data.source.val={lists['val']}",
-        f"data.source.test={lists['test']}",
-        f"data.batch_size={args.lists_per_batch // n}",
-        f"data.max_length={args.max_length}",
-        *trainer,
-    ]
-    res = bc.run_rankrm_cli(name, overrides, workdir, threads)
+    data = bc.data_overrides(args.backbone, args.loss, lists, args.seed, args.lists_per_batch // n, args.max_length)
+    res = bc.run_rankrm_cli(name, [*data, *trainer], workdir, threads)
     ranks = [res] + [json.loads(p.read_text()) for p in sorted(workdir.glob(f"{name}.probe.json.rank*"))]
     res.update(
         config=label,

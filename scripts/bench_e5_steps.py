@@ -17,7 +17,6 @@ Data: `--tsv`, else $RANKRM_DATA_DIR/seed-sentiment-ranklists/dev.tsv.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import machine_info, markdown_table, median_runs, run_worker, serve_worker, write_report
+from bench_common import machine_info, markdown_table, median_runs, run_worker, write_report
+
+from rankrm.paths import data_root
 
 # system -> Hydra overrides on top of `data=seed_tsv`
 SYSTEMS = {
@@ -83,7 +84,6 @@ def work(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument(
         "--tsv", default=None, help="the seed TSV (default $RANKRM_DATA_DIR/seed-sentiment-ranklists/dev.tsv)"
     )
@@ -96,10 +96,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke: tiny backbone, synthetic lists, 1 repeat of 2 steps")
     ap.add_argument("--out", default=None, help="*.json (results + table) or *.md")
     args = ap.parse_args()
-    if args.worker:
-        return serve_worker(args.worker, work)
     workdir = Path(tempfile.mkdtemp(prefix="bench_e5_"))
-    tsv = args.tsv or os.path.join(os.environ.get("RANKRM_DATA_DIR", "data"), "seed-sentiment-ranklists", "dev.tsv")
+    tsv = args.tsv or str(data_root() / "seed-sentiment-ranklists" / "dev.tsv")
     if args.quick:
         tsv = str(workdir / "lists.tsv")
         Path(tsv).write_text("".join(f"好 {i}\tgood {i}\tbad {i}\t差 {i}\n" for i in range(40)))
@@ -111,7 +109,7 @@ def main() -> int:
         for name in args.systems:
             spec = {"name": f"{name}-{r}", "overrides": systems[name], "data": data, "threads": args.threads}
             spec["steps"] = args.steps
-            runs[name].append(run_worker(Path(__file__).name, spec, workdir, args.threads))
+            runs[name].append(run_worker("bench_e5_steps:work", spec, workdir, args.threads))
             print(f"{name} repeat {r}: {runs[name][-1]['step_s']:.2f} s/step", flush=True)
     rows = [{**median_runs(rs), "name": name} for name, rs in runs.items()]
     table = markdown_table(

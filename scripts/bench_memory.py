@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
-
-from rankrm import CONF_DIR
+# sibling modules: `python scripts/x.py` puts scripts/ on the path
+import bench_common as bc
+import bench_measure as bm
 
 COLUMNS = [
     ("gradient_checkpointing", "gradient checkpointing"),
@@ -44,18 +43,9 @@ COLUMNS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one setting from a spec file
-    p.add_argument("--backbone", default="minilm", help="backbone config (conf/backbone/)")
+    p = bc.parser(__doc__, "backbone threads seed out workdir k", max_length=(128, "tokens per response (all real)"))
     p.add_argument("--lists", type=int, default=8, help="lists per batch (data.batch_size)")
-    p.add_argument("--k", type=int, default=4, help="responses per list")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per response (all of them real)")
     p.add_argument("--steps", type=int, default=4, help="training steps on the batch (>= 2)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None, help="where specs and logs go (default: temp)")
-    p.add_argument("--out", default=None, help="write results: *.json (data + tables) or *.md")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
     args = p.parse_args(argv)
     if args.quick:
         args.lists, args.k, args.max_length, args.steps = 2, 3, 16, 2
@@ -66,8 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker:
-        return bc.serve_worker(args.worker, train_steps)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_memory_"))
     workdir.mkdir(parents=True, exist_ok=True)
     info = bc.machine_info(args.threads)
@@ -84,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "gradient_checkpointing": ckpt,
         }
-        row = bc.run_worker("bench_memory.py", spec, workdir, args.threads)
+        row = bc.run_worker("bench_memory:train_steps", spec, workdir, args.threads)
         rows.append(
             {
                 **row,
@@ -114,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     """Build the model as rankrm.train does, then time `steps` steps on one full-length batch."""
     import torch
-    from omegaconf import OmegaConf
 
     from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
     from rankrm.losses import LOSSES
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
-    cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{spec['backbone']}.yaml")
+    cfg = load_option("backbone", spec["backbone"])
     cfg.gradient_checkpointing = spec["gradient_checkpointing"]
     model, tokenizer = build_reward_model(cfg)
     model.train()
@@ -131,7 +119,7 @@ def train_steps(spec: dict[str, Any]) -> dict[str, Any]:
     labels = torch.arange(spec["k"], 0, -1, dtype=torch.float32).repeat(spec["lists"], 1)  # (lists, K), best first
     list_mask = torch.ones_like(labels, dtype=torch.bool)  # (lists, K)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-    setup_rss = bc.vm_hwm_mb()
+    setup_rss = bm.vm_hwm_mb()
     times, losses = [], []
     for _ in range(spec["steps"]):
         start = time.perf_counter()

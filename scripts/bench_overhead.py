@@ -34,21 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
+# sibling modules: `python scripts/x.py` puts scripts/ on the path
+import bench_common as bc
+import bench_measure as bm
 
 from rankrm import CONF_DIR
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bc.common_args(p, train_help="lists in the timed epoch")
-    p.add_argument("--k", type=int, default=4, help="list length K")
-    p.add_argument("--val-lists", type=int, default=100, help="held-out lists for the padding accuracy check")
-    p.add_argument("--lists-per-batch", type=int, default=8, help="data.batch_size")
-    p.add_argument("--loss", default="ranklist", help="loss config (conf/loss/) of the timed epochs")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--repeats", type=int, default=1, help="timed epochs per loop; medians reported")
+    p = bc.parser(__doc__, f"{bc.VADER_OPTIONS} k lists_per_batch threads loss repeats val_lists")
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed bare steps before timing")
     args = p.parse_args(argv)
     if args.quick:
@@ -63,15 +57,7 @@ def compose(args: argparse.Namespace, lists: dict[str, str], extra: list[str] = 
     from hydra import initialize_config_dir
 
     overrides = [
-        f"backbone={args.backbone}",
-        f"loss={args.loss}",
-        "data=jsonl",
-        f"seed={args.seed}",
-        f"data.source.train={lists['train']}",
-        f"data.source.val={lists['val']}",
-        f"data.source.test={lists['test']}",
-        f"data.batch_size={args.lists_per_batch}",
-        f"data.max_length={args.max_length}",
+        *bc.data_overrides(args.backbone, args.loss, lists, args.seed, args.lists_per_batch, args.max_length),
         # No dropout: both loops then compute the same function, whatever mode a module is in.
         "backbone.dropout=0.0",
         *extra,
@@ -201,9 +187,9 @@ def overhead(args: argparse.Namespace, cfg: Any, model0: Any, batches: list[dict
 def padding(args: argparse.Namespace, lists: dict[str, str], model0: Any, tokenizer: Any) -> list[dict[str, Any]]:
     """Padded share and val accuracy after one bare epoch, with and without length grouping
     (and the untrained model's accuracy, to show how far one epoch moved it)."""
-    val = bc.read_lists(lists["val"])
+    val = bm.read_lists(lists["val"])
     untrained = make_module(compose(args, lists), model0).eval()
-    m = bc.evaluate_lists(bc.rankrm_val_scorer(untrained, tokenizer, args.max_length), val)
+    m = bm.evaluate_lists(bm.rankrm_val_scorer(untrained, tokenizer, args.max_length), val)
     rows = [{"batching": "untrained (reference)", "val_pair_acc": m["pair_acc"], "val_kendall_tau": m["kendall_tau"]}]
     for grouping in (True, False):
         cfg = compose(args, lists, [f"data.length_grouping={str(grouping).lower()}"])
@@ -211,7 +197,7 @@ def padding(args: argparse.Namespace, lists: dict[str, str], model0: Any, tokeni
         module = make_module(cfg, model0)
         seconds = bare_epoch(module, batches, cfg.trainer.get("gradient_clip_val"))
         module.eval()
-        m = bc.evaluate_lists(bc.rankrm_val_scorer(module, tokenizer, args.max_length), val)
+        m = bm.evaluate_lists(bm.rankrm_val_scorer(module, tokenizer, args.max_length), val)
         rows.append(
             {
                 "batching": "length-grouped" if grouping else "random",

@@ -30,7 +30,8 @@ Mid-size check (~15 min): `python scripts/bench_trl.py --ks 4 --train-lists 200 
 On a loaded machine use `--threads 1`: a 2-thread process stalls in OpenMP barriers whenever
 another process holds one of the 2 cores (steps measured 3x slower at load 4).
 Smoke (tests): `python scripts/bench_trl.py --quick --backbone tiny_bert --vader-dir DIR`.
-VADER: `--vader-dir`, else $RANKRM_VADER_DIR, else /work/shared/data/vader-human-sentiment.
+VADER: `--vader-dir`, else $RANKRM_VADER_DIR, else $RANKRM_DATA_DIR/vader-human-sentiment, else the
+user cache (fetched once from PyPI).
 Goals (measured, not asserted): rankrm >= 3x TRL lists/s at K=4, >= 7x at K=9, val pair
 accuracy no worse, peak RSS no higher.
 """
@@ -48,10 +49,9 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
-
-from rankrm import CONF_DIR
+# sibling modules: `python scripts/x.py` puts scripts/ on the path
+import bench_common as bc
+import bench_measure as bm
 
 SYSTEMS = ("trl", "rankrm_ranklist", "rankrm_pairwise")
 COLUMNS = [
@@ -71,15 +71,10 @@ COLUMNS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    bc.common_args(p, train_help="training lists (one epoch)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one system from a spec file
-    p.add_argument("--ks", type=int, nargs="+", default=[4, 9], help="list lengths K to measure")
-    p.add_argument("--val-lists", type=int, default=100, help="held-out lists scored by all systems")
+    p = bc.parser(__doc__, f"{bc.VADER_OPTIONS} val_lists threads repeats")
     p.add_argument("--lists-per-batch", type=int, default=4, help="batch in lists (pairs: x C(K,2))")
+    p.add_argument("--ks", type=int, nargs="+", default=[4, 9], help="list lengths K to measure")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (all systems)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per system")
-    p.add_argument("--repeats", type=int, default=1, help="runs per system; medians are reported")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     p.add_argument(
         "--gradient-checkpointing",
@@ -113,7 +108,7 @@ def spec_for(args: argparse.Namespace, k: int, lists: dict[str, str], system: st
 def run_system(spec: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
     """One run of one system; throughput from the pairs it trained on (lists = pairs / C(K,2))."""
     if spec["system"] == "trl":
-        res = bc.run_worker("bench_trl.py", spec, workdir, threads)
+        res = bc.run_worker("bench_trl:trl_worker", spec, workdir, threads)
     else:
         res = bc.run_rankrm_cli(
             spec["name"], rankrm_overrides(spec), workdir, threads, val_file=spec["val"], max_length=spec["max_length"]
@@ -127,18 +122,11 @@ def rankrm_overrides(spec: dict[str, Any]) -> list[str]:
     """CLI overrides for the two rankrm systems (equal batch in lists, equal schedule)."""
     pairs = spec["system"] == "rankrm_pairwise"
     batch = spec["lists_per_batch"] * (spec["pairs_per_list"] if pairs else 1)
+    loss = "pairwise" if pairs else "ranklist"
     return [
-        f"backbone={spec['backbone']}",
-        f"loss={'pairwise' if pairs else 'ranklist'}",
-        "data=jsonl",
-        f"data.source.train={spec['train']}",
-        f"data.source.val={spec['val']}",
-        f"data.source.test={spec['test']}",
-        f"seed={spec['seed']}",
+        *bc.data_overrides(spec["backbone"], loss, spec, spec["seed"], batch, spec["max_length"]),
         "backbone.dropout=0.0",
         f"data.as_pairs={str(pairs).lower()}",
-        f"data.batch_size={batch}",
-        f"data.max_length={spec['max_length']}",
         f"optimizer.lr={spec['lr']}",
         f"backbone.gradient_checkpointing={str(spec['gradient_checkpointing']).lower()}",
     ]
@@ -152,8 +140,6 @@ def summarise(k: int, system: str, runs: list[dict[str, Any]]) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker:
-        return bc.serve_worker(args.worker, trl_worker)
     if "trl" in args.systems and importlib.util.find_spec("trl") is None:
         raise SystemExit(
             "TRL is not installed: pip install -e '.[bench]' (or --systems rankrm_ranklist rankrm_pairwise)"
@@ -215,13 +201,13 @@ def hf_reward_model(backbone: str, seed: int) -> tuple[Any, Any]:
     """TRL's starting model: rankrm's backbone config, built as the rankrm runner builds it
     (same seed, so the same head init), as a transformers ForSequenceClassification."""
     import torch
-    from omegaconf import OmegaConf
 
     from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
     from rankrm.export import to_hf_classifier
 
     torch.manual_seed(seed)  # the runner's seed_everything(seed) comes right before its build too
-    model, tokenizer = build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml"))
+    model, tokenizer = build_reward_model(load_option("backbone", backbone))
     return to_hf_classifier(model, tokenizer).train(), tokenizer
 
 
@@ -234,12 +220,12 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    train_lists = bc.read_lists(spec["train"])
+    train_lists = bm.read_lists(spec["train"])
     chosen, rejected = expand_pairs(train_lists)
     model, tok = hf_reward_model(spec["backbone"], spec["seed"])
     if tok.eos_token is None:  # TRL appends eos to every text; a BERT tokenizer has none
         tok.eos_token = tok.sep_token
-    padding, pad_collate = bc.PaddingCounter(), DataCollatorForPreference(pad_token_id=tok.pad_token_id)
+    padding, pad_collate = bm.PaddingCounter(), DataCollatorForPreference(pad_token_id=tok.pad_token_id)
 
     def collator(examples: list[dict]) -> dict:  # TRL's own collator, counting padded slots
         batch = pad_collate(examples)
@@ -291,13 +277,13 @@ def trl_worker(spec: dict[str, Any]) -> dict[str, Any]:
         return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.squeeze(-1)
 
     model.eval()
-    metrics = bc.evaluate_lists(score, bc.read_lists(spec["val"]))
+    metrics = bm.evaluate_lists(score, bm.read_lists(spec["val"]))
     return {
         "train_s": train_s,
         "fit_loop_s": fit_loop_s,
         "pairs": kept,
         "pairs_dropped_by_max_length": len(chosen) - kept,
-        "peak_rss_rank_mb": bc.vm_hwm_mb(),
+        "peak_rss_rank_mb": bm.vm_hwm_mb(),
         "steps": int(trainer.state.global_step),
         "pad_share": padding.pad_share,
         **{f"val_{k}": v for k, v in metrics.items()},

@@ -2,6 +2,9 @@
 
     python scripts/make_tiny_tokenizer.py [--vader-dir DIR] [--out rankrm/assets/tiny_tokenizer]
 
+VADER: `--vader-dir`, else $RANKRM_VADER_DIR, else $RANKRM_DATA_DIR/vader-human-sentiment, else the
+user cache (fetched once from PyPI).
+
 Trains two ~1000-token tokenizers on the English VADER sentences (MIT, `*_GroundTruth.txt`,
 third column) plus the Chinese sentences below (written for this script, public domain):
 
@@ -23,9 +26,12 @@ import argparse
 import json
 from pathlib import Path
 
+import bench_common  # a sibling module: `python scripts/x.py` puts scripts/ on the path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+from rankrm.data.vader import DOMAINS, locate
 
 VOCAB_SIZE = 1000
 ENCODER_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -143,10 +149,10 @@ def save_decoder(tok: Tokenizer, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vader-dir", type=Path, default=Path("/work/shared/data/vader-human-sentiment"))
+    ap.add_argument("--vader-dir", help="VADER dir (default: as the benchmarks find it, see bench_common.vader_dir)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "rankrm/assets/tiny_tokenizer")
     args = ap.parse_args()
-    texts = corpus(args.vader_dir)
+    texts = corpus(locate(bench_common.vader_dir(args.vader_dir), list(DOMAINS)))
     save_encoder(train_encoder(texts), args.out / "encoder")
     save_decoder(train_decoder(texts), args.out / "decoder")
     print(f"wrote {args.out}/encoder and {args.out}/decoder")

@@ -93,6 +93,17 @@ def oasst_tree(tid: str) -> dict:
     return {"message_tree_id": tid, "tree_state": "ready_for_export", "prompt": root}
 
 
+def oasst_messages(tree: dict) -> list[dict]:
+    """A nested tree as the hub's flat rows (one message a row, parent before child, as in oasst1)."""
+    rows, stack = [], [(tree["prompt"], None)]
+    while stack:
+        node, parent = stack.pop(0)
+        row = {k: v for k, v in node.items() if k != "replies"}
+        rows.append({**row, "parent_id": parent, "message_tree_id": tree["message_tree_id"], "rank": node.get("rank")})
+        stack += [(r, node["message_id"]) for r in node.get("replies", [])]
+    return rows
+
+
 VADER_FILES = {
     "tweets": "tweets",
     "movie": "movieReviewSnippets",

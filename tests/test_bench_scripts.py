@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from data_fixtures import VADER_FILES, write_vader
+from script_modules import load
 
 from rankrm.losses import LOSSES
 
@@ -31,28 +32,31 @@ def vader_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_vader(tmp_path_factory.mktemp("vader"), n=80, domains=tuple(VADER_FILES))
 
 
-def run_script(name: str, tmp_path: Path, vader_dir: Path, *extra: str) -> dict[str, Any]:
+def run_script(name: str, tmp_path: Path, vader_dir: Path | None, *extra: str) -> dict[str, Any]:
+    """`python scripts/<name> --quick` (tiny_bert on the tiny VADER files unless `extra` says otherwise)."""
     out = tmp_path / "out.json"
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / name),
-        "--quick",
-        "--backbone",
-        "tiny_bert",
-        "--vader-dir",
-        str(vader_dir),
-        "--workdir",
-        str(tmp_path / "work"),
-        "--out",
-        str(out),
-        *extra,
-    ]
+    data = ["--backbone", "tiny_bert"] + (["--vader-dir", str(vader_dir)] if vader_dir else [])
+    cmd = [sys.executable, str(REPO / "scripts" / name), "--quick", *data, "--workdir", str(tmp_path / "work")]
+    cmd += ["--out", str(out), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert "| " in result["markdown"] and "load average" in result["markdown"]
     assert len(result["machine"]["loadavg_1_5_15"]) == 3
     return result
+
+
+def test_vader_dir_comes_from_the_flag_the_env_or_the_data_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bc = load("scripts", "bench_common")
+    monkeypatch.delenv("RANKRM_VADER_DIR", raising=False)
+    monkeypatch.setenv("RANKRM_DATA_DIR", str(tmp_path))
+    assert bc.vader_dir(None) is None  # no folder under the data root: rankrm's lookup (user cache) decides
+    (tmp_path / "vader-human-sentiment").mkdir()
+    assert bc.vader_dir(None) == str(tmp_path / "vader-human-sentiment")
+    monkeypatch.setenv("RANKRM_VADER_DIR", "/elsewhere")
+    assert bc.vader_dir(None) == "/elsewhere" and bc.vader_dir("/flag") == "/flag"
 
 
 @pytest.mark.parametrize("ckpt", [(), ("--gradient-checkpointing",)])
@@ -106,23 +110,7 @@ def test_bench_ddp_runs_two_ranks_with_the_same_global_batch(tmp_path: Path, vad
 
 
 def test_bench_memory_compares_checkpointing_off_and_on(tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "bench_memory.py"),
-        "--quick",
-        "--backbone",
-        "tiny_qwen",
-        "--threads",
-        "1",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+    res = run_script("bench_memory.py", tmp_path, None, "--backbone", "tiny_qwen", "--threads", "1")
     off, on = res["rows"]
     assert (off["gradient_checkpointing"], on["gradient_checkpointing"]) == ("off", "on")
     assert off["sequences"] == on["sequences"] == "6 x 16"  # 2 lists x K=3, 16 tokens

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from data_fixtures import CountingTokenizer, minilm_tokenizer
 
 from rankrm.data.collate import RankCollator, padding_counts
 from rankrm.data.records import RankedList
-from rankrm.data.tokenize import EncodedList, encode_lists, make_job, truncate
+from rankrm.data.tokenize import EncodedList, encode_lists, truncate
 
 CHAT = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
 
@@ -111,12 +109,6 @@ def test_chat_prompts_use_the_chat_template_and_truncate_old_turns(tok) -> None:
     # without a chat template: "role: content" lines as a text prompt
     plain = encode_lists(tok, lists, 64)[0]
     assert tok.decode(plain[0].ids[0]).startswith("[CLS] user : first turn words assistant : reply user : last")
-
-
-def test_decoder_style_tokenizer_joins_prompt_and_response() -> None:
-    fake = SimpleNamespace(sep_token=None, chat_template=None)
-    job = make_job(fake, RankedList(("resp", "other"), (1.0, 0.0), "prompt"), "resp")
-    assert (job.a, job.b, job.spans) == ("prompt\n\nresp", None, (8, 12))
 
 
 def test_padding_counts_match_the_collated_batches(tok) -> None:

@@ -14,11 +14,18 @@ import pytest
 from data_fixtures import VADER_FILES, oasst_tree, strict_rows, write_jsonl, write_vader
 
 from rankrm.data import vader
-from rankrm.data.hf import load_hf
 from rankrm.data.readers import read_jsonl, read_oasst, read_seed_tsv, read_trl_pairs
-from rankrm.data.sources import load_source
+from rankrm.data.sources import resolve
 from rankrm.data.validate import DropLog
 from rankrm.errors import DataError, RankrmError
+
+
+def load_source(source: dict, seed: int, log: DropLog) -> tuple[dict, dict]:
+    return resolve(source).read(log, seed)
+
+
+def load_hf(log: DropLog, seed: int, **options) -> tuple[dict, dict]:
+    return load_source({"reader": "hf", **options}, seed, log)
 
 
 def test_seed_tsv_unquotes_and_labels_best_first(tmp_path: Path) -> None:
@@ -104,7 +111,7 @@ def test_file_splits_disjoint_stable_and_seeded(tmp_path: Path) -> None:
 
 
 def test_source_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(RankrmError, match="reader must be one of"):
+    with pytest.raises(RankrmError, match=r"data.source.reader='csv' must be one of \[.*'file', 'hf'.*'jsonl'"):
         load_source({"reader": "csv"}, 0, DropLog())
     with pytest.raises(RankrmError, match=r"unknown option\(s\) \['k'\]"):
         load_source({"reader": "jsonl", "path": "x", "k": 3}, 0, DropLog())
@@ -197,7 +204,7 @@ def test_vader_holdout_domain(tmp_path: Path) -> None:
     assert info["texts"]["test"] == 40 and info["texts"]["train"] + info["texts"]["val"] == 80
     assert all(r.startswith("tweets") for rl in splits["test"] for r in rl.responses)
     assert not any(r.startswith("tweets") for s in ("train", "val") for rl in splits[s] for r in rl.responses)
-    with pytest.raises(RankrmError, match="domains must be among"):
+    with pytest.raises(RankrmError, match=r"data.source.holdout_domain='reddit' must be one of \['amazon'"):
         vader.load_vader(DropLog(), 0, data_dir=str(folder), holdout_domain="reddit")
 
 

@@ -13,13 +13,17 @@ from rankrm.errors import DataError, RankrmError
 
 GOOD = {"prompt": "p", "responses": ["a", "b", "c"]}
 
-# (bad JSONL line, reason, field named in the message, words the message must contain)
+# (bad JSONL line, reason, field named in the message, words the message must contain). The one place these
+# cases are checked; tests/test_reliability_input.py checks that such an error ends the CLI in its one line.
 CASES = [
     ({"responses": ["only one"]}, "k<2", "responses", "at least 2"),
+    ({"responses": []}, "k<2", "responses", "at least 2"),
     ({"responses": ["fine", "   "]}, "empty_response", "responses[1]", "empty"),
     ({"responses": ["same", "other", "same"]}, "duplicate_text", "responses[2]", "different rank"),
     ('{"responses": ["a", "b"], "scores": [1.0, NaN]}', "bad_score", "scores[1]", "finite"),
     ('{"responses": ["a", "b"], "scores": [Infinity, 0]}', "bad_score", "scores[0]", "finite"),
+    ('{"responses": ["a", "b"], "scores": [-Infinity, 0]}', "bad_score", "scores[0]", "finite"),
+    ({"responses": ["a", "b"], "scores": [1, "high"]}, "bad_score", "scores[1]", "number"),
     ({"responses": ["a", "b"], "scores": [1, "2"]}, "bad_score", "scores[1]", "number"),
     ({"responses": ["a", "b"], "scores": [True, False]}, "bad_score", "scores[0]", "number"),
     ({"responses": ["a", "b", "c"], "scores": [1, 2]}, "length_mismatch", "scores", "2 values for 3"),

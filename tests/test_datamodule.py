@@ -61,8 +61,7 @@ def test_token_budget_batches() -> None:
         assert len(b) == 1 or sum(sizes[i][0] for i in b) * max(sizes[i][1] for i in b) <= 120
     s.set_epoch(3)
     assert len(list(s)) == len(s)  # a stable number of steps per epoch
-    with pytest.raises(RankrmError, match="length_grouping"):
-        ListBatchSampler(sizes, max_tokens=120, length_grouping=False)
+    # max_tokens without length_grouping is refused by the config schema: tests/test_config.py
 
 
 def test_ddp_ranks_split_the_epoch_evenly() -> None:

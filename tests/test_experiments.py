@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,15 @@ from data_fixtures import VADER_FILES, oasst_tree, write_asap, write_jsonl, writ
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy import stats
+from script_modules import load
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from rankrm import CONF_DIR
+from rankrm.overrides import merge_overrides
 
-import aggregate  # noqa: E402
-import common  # noqa: E402
-import run as runner  # noqa: E402
-
-from rankrm import CONF_DIR  # noqa: E402
+common = load("experiments", "common")  # first: plots, aggregate and run import it
+load("experiments", "plots")  # aggregate imports it
+aggregate = load("experiments", "aggregate")
+runner = load("experiments", "run")
 
 NAMES = common.experiment_names()
 # The arm each smoke run takes: the one whose overrides differ most from the defaults.
@@ -39,6 +38,8 @@ SMOKE_ARM = {
     "loss_family_oasst": "lambdarank",
     "seed_tsv": "seed_recipe",
     "batching": "random",
+    "ties": "davidson_learned",
+    "ties_oasst": "rao_kupper_learned",
     "asap_stars": "e5_full",
 }
 
@@ -74,7 +75,7 @@ def test_every_arm_and_budget_composes(name: str) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for budget in spec.budgets:
             for arm in spec.arms:
-                ov = common.merge_overrides(spec.budgets[budget], spec.arm_overrides(arm, budget))
+                ov = merge_overrides(spec.budgets[budget], spec.arm_overrides(arm, budget))
                 cfg = compose("train", overrides=[f"experiment={name}", *ov])  # unknown keys raise here
                 for o in ov:  # each plain value override really lands in the config
                     key, value = o.split("=", 1)
@@ -163,11 +164,6 @@ def test_jobs_runs_seeds_side_by_side(tmp_path: Path, data_overrides: dict[str, 
     ]
     assert [(r["arm"], r["seed"]) for r in recs] == [("none", 0), ("none", 1), ("label_gap", 0), ("label_gap", 1)]
     assert all(f"seed={r['seed']}" in r["command"] for r in recs)
-
-
-def test_merge_overrides_last_wins_by_key() -> None:
-    merged = common.merge_overrides(["data.batch_size=4", "loss=ranklist", "++x.y=1"], ["data.batch_size=48", "x.y=2"])
-    assert merged == ["loss=ranklist", "data.batch_size=48", "x.y=2"]
 
 
 def test_smoke_swaps_pretrained_backbones_for_tiny_ones() -> None:

@@ -14,12 +14,15 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+import rankrm
 from rankrm import CONF_DIR
 from rankrm import export as export_mod
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.errors import RankrmError
-from rankrm.export import export_model
+from rankrm.export import check_exportable, check_exportable_head, export_model
 from rankrm.model import RewardModel
+from rankrm.reward import load_reward_model
 from rankrm.score import main as score_main
 
 CONF = CONF_DIR / "backbone"
@@ -34,7 +37,7 @@ HF_CLASS = {
 
 
 def build(name: str, **overrides: Any) -> tuple[RewardModel, Any]:
-    model, tok = build_reward_model(OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides))
+    model, tok = build_reward_model(OmegaConf.merge(load_option("backbone", name), overrides))
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a large head: scores differ visibly between texts
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=gen))
@@ -96,29 +99,54 @@ def test_reward_norm_is_folded_into_a_biased_head(tmp_path: Path) -> None:
     torch.testing.assert_close(hf_logits(out), (raw - 0.3) / 2.5, atol=1e-5, rtol=0)
     norm = json.loads((out / "rankrm.json").read_text())["reward_norm"]
     assert norm == {"mean": 0.3, "std": 2.5, "folded_into_head": True}
-    assert "rankrm_reward_mean" not in json.loads((out / "config.json").read_text())
+    assert "normalize_reward" not in json.loads((out / "config.json").read_text())  # OpenRLHF's keys: decoders
 
 
-def test_reward_norm_of_a_bias_free_head_goes_to_the_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_reward_norm_of_a_bias_free_head_goes_to_openrlhfs_config_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     model, tok = build("tiny_qwen")
     raw = module_scores(model, tok)
     model.set_reward_norm(0.3, 2.5)
     normed = module_scores(model, tok)
     out = export_model(model, tok, tmp_path / "model")
     config = json.loads((out / "config.json").read_text())
-    assert (config["rankrm_reward_mean"], config["rankrm_reward_std"]) == (0.3, 2.5)
+    assert (config["normalize_reward"], config["mean"], config["std"]) == (True, 0.3, 2.5)
     torch.testing.assert_close(hf_logits(out), raw, atol=1e-5, rtol=0)  # plain transformers: raw scores
     score_main([str(out), *TEXTS])  # rankrm.score applies the stored norm
     printed = [float(line.split("\t")[0]) for line in capsys.readouterr().out.splitlines()]
     torch.testing.assert_close(torch.tensor(printed), normed, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_poolings_without_a_transformers_head_fail_clearly(pooling: str, tmp_path: Path) -> None:
-    model, tok = build("tiny_bert", pooling=pooling)
-    with pytest.raises(RankrmError, match=f"cannot export pooling '{pooling}'"):
-        export_model(model, tok, tmp_path / "model")
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize(
+    "name,pooling,fmt",
+    [
+        ("tiny_bert", "pooler", "transformers"),
+        ("tiny_ernie", "pooler", "transformers"),
+        ("tiny_qwen", "last_token", "transformers"),
+        ("tiny_bert", "cls", "sentence_transformers"),
+        ("tiny_bert", "mean", "sentence_transformers"),
+        ("tiny_qwen", "mean", "sentence_transformers"),
+        ("tiny_bert", "last_token", "sentence_transformers"),
+    ],
+)
+def test_every_pooling_exports(name: str, pooling: str, fmt: str, tmp_path: Path) -> None:
+    """The format follows from the pooling and the model type; rankrm reads every one back as trained."""
+    model, tok = build(name, pooling=pooling, head_bias=pooling != "last_token")
+    assert check_exportable(model) == fmt
+    out = export_model(model, tok, tmp_path / "model")
+    assert json.loads((out / "rankrm.json").read_text())["format"] == fmt
+    texts = TEXTS[:3]
+    with torch.no_grad():
+        got = load_reward_model(out, device="cpu").model(**dict(tok(texts, padding=True, return_tensors="pt")))
+    torch.testing.assert_close(got, module_scores(model, tok, texts), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean", "last_token"])
+def test_preflight_accepts_every_pooling_that_exports(pooling: str) -> None:
+    check_exportable_head(pooling, head_bias=pooling != "last_token")
+    with pytest.raises(RankrmError, match="cannot export pooling 'max'"):
+        check_exportable_head("max", head_bias=True)
 
 
 def test_decoder_with_a_head_bias_cannot_be_exported(tmp_path: Path) -> None:
@@ -216,3 +244,15 @@ def test_score_refuses_a_pickled_export(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as err:
         score_main([str(out), "a", "b"])
     assert err.value.code == 2 and "could not load the model" in capsys.readouterr().err
+
+
+def test_an_export_without_an_input_format_is_read_with_the_old_joiner(tmp_path: Path) -> None:
+    """rankrm 0.1.0 exports (no input_format in rankrm.json) were trained on prompt + "\\n\\n" + response."""
+    model, tok = build("tiny_qwen")
+    out = export_model(model, tok, tmp_path / "model")
+    meta = json.loads((out / "rankrm.json").read_text())
+    assert meta["input_format"] == {"prompt_joiner": ""}
+    del meta["input_format"]
+    (out / "rankrm.json").write_text(json.dumps(meta))
+    got = rankrm.reward_function(out, device="cpu")(["How was it?"], ["great"])
+    assert got == pytest.approx(module_scores(model, tok, ["How was it?\n\ngreat"]).tolist(), abs=1e-5)

@@ -15,10 +15,11 @@ import huggingface_hub
 import pytest
 from data_fixtures import strict_rows, write_jsonl
 from huggingface_hub import constants
-from omegaconf import OmegaConf
 
-from rankrm import CONF_DIR, hub
+from rankrm import hub
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
+from rankrm.data.sources import read_source
 from rankrm.errors import RankrmError
 
 ERNIE = "nghuyong/ernie-3.0-base-zh"
@@ -84,9 +85,24 @@ def test_hub_backbone_without_network_names_the_offline_backbone(online: None, m
         pytest.skip(f"{ERNIE} is in the local HF cache")
     monkeypatch.setattr(constants, "ENDPOINT", refused_url())
     with pytest.raises(RankrmError) as err:
-        build_reward_model(OmegaConf.load(CONF_DIR / "backbone" / "ernie.yaml"))
+        build_reward_model(load_option("backbone", "ernie"))
     assert f"could not load '{ERNIE}' (offline, not in the HF cache)" in str(err.value)
     assert "`backbone=e5_multilingual`" in str(err.value) and "backbone=minilm" in str(err.value)
+
+
+def test_hub_dataset_without_network_fails_at_once(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(constants, "ENDPOINT", refused_url())
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    with pytest.raises(RankrmError, match="'someone/some-ranked-data' is a hub id but the hub does not answer"):
+        read_source({"reader": "hf", "path": "someone/some-ranked-data"}, seed=0)
+
+
+def test_env_switch_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "yes")
+    assert not hub.hub_offline() and hub.hub_offline(datasets=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "On")
+    assert hub.hub_offline()
 
 
 @pytest.mark.slow

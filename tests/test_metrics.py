@@ -13,9 +13,11 @@ from sklearn.metrics import ndcg_score
 
 from rankrm import metrics as M
 from rankrm.errors import RankrmError
+from rankrm.losses.ties import davidson_logprobs, rao_kupper_logprobs
 
 SEEDS = range(12)
 KEYS = ["pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc", "exact_order", "n_lists", "n_pairs"]
+TIE_KEYS = ["tie_auc", "outcome_acc", "n_tied_pairs"]  # only on batches with tied labels
 
 FUNCTIONAL = [
     ("pair_accuracy", M.pair_accuracy, ref.ref_pair_accuracy),
@@ -78,14 +80,14 @@ def test_padding_garbage_and_item_order_change_no_metric(seed):
     perm = torch.rand(mask.shape, generator=torch.Generator().manual_seed(seed)).argsort(dim=-1)
     for batch in [(rewards, labels, mask), [t.gather(1, perm) for t in (rewards, labels, mask)]]:
         out = M.ranking_metrics(*batch)
-        assert list(out) == KEYS
-        for key in KEYS:
+        assert list(out) == KEYS + (TIE_KEYS if "n_tied_pairs" in base else [])
+        for key in out:
             assert out[key].item() == pytest.approx(base[key].item(), abs=1e-6), key
 
 
 def test_nothing_eligible_gives_zeros_not_nan():
     out = M.ranking_metrics(torch.randn(2, 3), torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
-    assert all(v.item() == 0 for v in out.values())
+    assert out.pop("n_tied_pairs") == 6 and all(v.item() == 0 for v in out.values())  # ties only: every call wrong
 
 
 def _concat(batches):
@@ -103,8 +105,8 @@ def test_epoch_accumulation_equals_metric_on_concatenated_data(seed):
         metric.update(*batch)
     epoch = metric.compute()
     whole = M.ranking_metrics(*_concat(batches))
-    assert list(epoch) == KEYS
-    for key in KEYS:
+    assert list(epoch) == list(whole) and list(whole)[: len(KEYS)] == KEYS
+    for key in whole:  # the tie metrics too, where the batches hold ties
         assert epoch[key].item() == pytest.approx(whole[key].item(), abs=1e-6), key
     metric.reset()
     metric.update(*batches[0])
@@ -135,7 +137,7 @@ def test_ddp_style_merge_of_two_processes_equals_single_process():
         single.update(*batch)
     rank0.merge_state(rank1)  # applies each state's dist_reduce_fx, as the DDP sync does
     merged, expected = rank0.compute(), single.compute()
-    assert list(merged) == [k.replace("ndcg@1", "ndcg@2") for k in KEYS if k != "ndcg@3"]
+    assert list(merged) == [k.replace("ndcg@1", "ndcg@2") for k in KEYS if k != "ndcg@3"] + TIE_KEYS
     for key in merged:
         assert merged[key].item() == pytest.approx(expected[key].item(), abs=1e-6), key
 
@@ -153,3 +155,36 @@ def test_metric_accepts_rewards_with_grad_and_keeps_no_graph():
 def test_bad_cutoffs_raise_user_error(cutoffs):
     with pytest.raises(RankrmError):
         M.RankingMetrics(cutoffs=cutoffs)
+
+
+TIE_MODELS = [
+    (None, None, None),
+    (davidson_logprobs, ref.davidson_probs, 0.7),
+    (rao_kupper_logprobs, ref.rao_kupper_probs, 0.9),
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("outcome, probs, tie", TIE_MODELS, ids=["no-tie-model", "davidson", "rao_kupper"])
+def test_tie_metrics_match_loop_reference(seed, outcome, probs, tie):
+    rewards, labels, mask = ref.random_batch(seed)
+    out = M.ranking_metrics(rewards, labels, mask, outcome=outcome, tie=tie)
+    if "n_tied_pairs" not in out:  # no tied pair in this batch
+        assert not any(ref.tied_pairs_of(lab) for _, lab in ref.real_lists(rewards, labels, mask))
+        return
+    expected = ref.ref_tie_metrics(rewards, labels, mask, probs, tie)
+    assert set(out) - set(KEYS) == set(expected) | {"n_tied_pairs"}
+    for key, value in expected.items():
+        assert out[key].item() == pytest.approx(value, abs=1e-6), key
+    assert out["n_tied_pairs"] == sum(len(ref.tied_pairs_of(lab)) for _, lab in ref.real_lists(rewards, labels, mask))
+
+
+def test_tie_metrics_by_hand():
+    # One list: 0 ~ 1 tied (gap 0.1), both above 2 (gaps 1.0, 1.1): the tie's gap is the smallest.
+    rewards, labels = torch.tensor([[1.0, 1.1, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    plain = M.ranking_metrics(rewards, labels, mask)
+    assert plain["tie_auc"] == 1 and plain["outcome_acc"].item() == pytest.approx(2 / 3)  # never calls the tie
+    # Davidson calls a tie when nu > e^(|d|/2): nu = 1.3 does at gap 0.1, not at gaps >= 1.
+    tie_model = M.ranking_metrics(rewards, labels, mask, outcome=davidson_logprobs, tie=1.3)
+    assert tie_model["outcome_acc"] == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
+from rankrm.config import load_option
 from rankrm.errors import RankrmError
 from rankrm.model import RewardModel
 
@@ -20,7 +23,7 @@ TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but slow", "so s
 
 
 def build(name: str, **overrides: Any) -> tuple[RewardModel, Any]:
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides)
+    cfg = OmegaConf.merge(load_option("backbone", name), overrides)
     return build_reward_model(cfg)
 
 
@@ -117,6 +120,20 @@ def test_pooler_pooling_needs_a_pooler() -> None:
         build("tiny_qwen", pooling="pooler")
     with pytest.raises(RankrmError, match="pooling must be one of"):
         build("tiny_bert", pooling="max")
+
+
+def test_head_only_backbone_stays_in_eval_through_copies_and_keeps_the_state_dict_keys() -> None:
+    """The eval-only `train` of a frozen backbone survives deepcopy and pickling (ddp_spawn pickles the
+    module); freezing renames nothing, so checkpoints load across freeze modes full and head_only."""
+    model, _ = build("tiny_bert", freeze="head_only")
+    full, _ = build("tiny_bert")
+    assert list(model.state_dict()) == list(full.state_dict())
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        twin.train()
+        assert twin.head.training and not any(m.training for m in twin.backbone.modules())
+        assert twin.trainable_parameter_names() == ["head.weight", "head.bias"]
+    model.train()
+    assert not model.backbone.training  # the copies did not rebind the original's train
 
 
 def test_head_only_trains_only_the_head_and_keeps_the_backbone_in_eval() -> None:
@@ -223,10 +240,48 @@ def brute_force_cells(lengths: list[int], n: int) -> int:
     return best
 
 
+class SumScorer:
+    """A model stand-in whose block score is exact and padding-free: the sum of each row's real token ids.
+    Records the shape of every block it is given."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[int, int]] = []
+
+    def score_block(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: Any) -> torch.Tensor:
+        self.blocks.append(tuple(input_ids.shape))
+        return (input_ids * attention_mask).sum(-1).double()  # (n,)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_encodings_score_every_row_in_input_order_against_one_block(seed: int) -> None:
+    """Every strategy gives each row the score of the whole padded block (left and right padding, tied
+    lengths); Bucketed sends len(length_chunks) blocks, each as wide as its longest row, and keeps a
+    batch of fewer than 2 * buckets rows as one block."""
+    from rankrm.encoding import Bucketed, Padded, length_chunks, make_encoding
+
+    g = torch.Generator().manual_seed(seed)
+    n, width, buckets = int(torch.randint(1, 13, (1,), generator=g)), 9, int(torch.randint(2, 5, (1,), generator=g))
+    lengths = torch.randint(1, width + 1, (n,), generator=g)  # (N,) few distinct values: ties
+    mask = (torch.arange(width) < lengths[:, None]).long()  # (N, T) right padded
+    if seed % 2:
+        mask = mask.flip(-1)  # left padded
+    ids = torch.randint(1, 100, (n, width), generator=g) * mask  # (N, T), pads are 0
+    expected = (ids * mask).sum(-1).double()  # (N,)
+    assert isinstance(make_encoding(1), Padded) and make_encoding(buckets) == Bucketed(buckets)
+    for encoding in (Padded(), Bucketed(buckets)):
+        scorer = SumScorer()
+        torch.testing.assert_close(encoding(scorer, ids, mask, None), expected, rtol=0, atol=0)
+        if isinstance(encoding, Padded) or n < 2 * buckets:
+            assert scorer.blocks == [(n, width)]
+        else:
+            chunks = length_chunks(mask.sum(-1), buckets)
+            assert scorer.blocks == [(len(c), int(lengths[c].max())) for c in chunks]
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_length_chunks_are_optimal_against_brute_force(seed: int) -> None:
     """length_chunks: a partition of all rows into <= n chunks with the least padded cells (brute force)."""
-    from rankrm.model import length_chunks
+    from rankrm.encoding import length_chunks
 
     g = torch.Generator().manual_seed(seed)
     size, n = int(torch.randint(1, 11, (1,), generator=g)), int(torch.randint(1, 5, (1,), generator=g))

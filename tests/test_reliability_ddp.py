@@ -40,20 +40,20 @@ COMMON = [
 ]
 
 
+def run_cli(tmp_path: Path, *args: str, pythonpath: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m rankrm.train` with COMMON and `args`; `pythonpath` is put in front of the inherited one."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "rankrm.train", *COMMON, *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
 def train(tmp_path: Path, name: str, *extra: str) -> Path:
     data = tmp_path / "lists.jsonl"
     if not data.exists():  # 40 lists -> 32 train (4 global batches of 8), 4 val, 4 test
         write_jsonl(data, strict_rows(40))
     run_dir = tmp_path / name
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "rankrm.train", *COMMON, f"data.source.path={data}", f"hydra.run.dir={run_dir}", *extra],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli(tmp_path, f"data.source.path={data}", f"hydra.run.dir={run_dir}", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -86,3 +86,31 @@ def test_two_ddp_ranks_train_like_one_process_with_the_global_batch(tmp_path: Pa
     writers = [name for name, text in logs.items() if "wrote " in text and "metrics.json" in text]
     assert len(logs) == 2 and writers == ["train.log"], logs.keys()
     assert (two / "model" / "model.safetensors").is_file() and not list(two.glob(".model.*"))
+
+
+@pytest.mark.slow
+def test_a_lost_rank_ends_the_run_in_one_line_that_says_how_to_resume(tmp_path: Path) -> None:
+    """Rank 1 dies (SIGKILL) at step 3: rank 0 stops within seconds, and instead of gloo's traceback
+    (`Connection reset by peer`) says which rank was lost and that resume=true continues."""
+    data = write_jsonl(tmp_path / "lists.jsonl", strict_rows(40))
+    run_dir = tmp_path / "run"
+    args = [
+        f"data.source.path={data}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=2",
+        "callbacks.step_checkpoint.every_n_train_steps=1",  # a last.ckpt to resume from
+        "+callbacks.kill._target_=ddp_helpers.KillRank",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = run_cli(tmp_path, *args, pythonpath=str(Path(__file__).resolve().parent))  # tests/: ddp_helpers
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.count("rankrm: error:") == 1, proc.stderr[-3000:]
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("rankrm: error:"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert line == (
+        "rankrm: error: DDP rank 1 was lost (killed by SIGKILL), so rank 0 stopped too: run the same command "
+        f"with resume=true (same hydra.run.dir) to continue from {last}"
+    ), line
+    assert last.is_file()

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 from data_fixtures import strict_rows, write_jsonl
-from omegaconf import OmegaConf
 
 from rankrm import CONF_DIR
 from rankrm.io import atomic_write_json, atomic_write_text
@@ -160,10 +159,11 @@ def test_remote_code_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> Non
     import transformers
 
     from rankrm import backbones
+    from rankrm.config import group_config, load_option
 
     for yaml in sorted((CONF_DIR / "backbone").glob("*.yaml")):
-        assert OmegaConf.load(yaml).get("trust_remote_code") is False, yaml
-    assert backbones.backbone_config({})["trust_remote_code"] is False
+        assert load_option("backbone", yaml.stem).trust_remote_code is False, yaml
+    assert group_config("backbone", {})["trust_remote_code"] is False
     seen: list[tuple[str, object]] = []
     for cls in (transformers.AutoTokenizer, transformers.AutoConfig, transformers.AutoModel):
         original = cls.from_pretrained
@@ -236,10 +236,10 @@ def test_atomic_checkpoint_io_never_leaves_a_partial_ckpt(tmp_path: Path, monkey
 
 def test_export_dir_appears_only_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
     from rankrm.export import export_model
 
-    cfg = OmegaConf.load(CONF_DIR / "backbone" / "tiny_bert.yaml")
-    model, tok = build_reward_model(cfg)
+    model, tok = build_reward_model(load_option("backbone", "tiny_bert"))
     out = tmp_path / "model"
 
     def crash(*a, **k):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -21,20 +22,25 @@ from optuna.trial import TrialState
 
 from rankrm import CONF_DIR
 from rankrm.errors import RankrmError
+from rankrm.overrides import hydra_value, to_overrides
 from rankrm.sweep.pruning import OptunaPruning
-from rankrm.sweep.runner import _finish, _last_wins, _settings, sweep
-from rankrm.sweep.space import Objective, hydra_value, parse_objectives, parse_space, sample, to_overrides
+from rankrm.sweep.runner import _settings, sweep
+from rankrm.sweep.space import Objective, parse_objectives, parse_space, sample
+from rankrm.sweep.storage import CHILD_ENV, open_storage
 from rankrm.sweep.study import (
     PRUNED_ATTR,
     PRUNER_ATTR,
     budget_left,
     build_pruner,
     build_sampler,
-    open_storage,
     open_study,
+    recover_dead_trials,
     requeue,
+    requeue_stale,
+    trial_id,
 )
-from rankrm.sweep.trial import Outcome
+from rankrm.sweep.trial import Outcome, run_child
+from rankrm.sweep.worker import child_command, finish
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +124,7 @@ def test_shipped_sweep_configs_compose_and_validate(name, tmp_path):
 
 # ---------------------------------------------------------------- budget, re-queue, pruning
 def _study(tmp_path: Path, directions=("maximize",)) -> optuna.Study:
-    return open_study(open_storage(f"sqlite:///{tmp_path / 'study.db'}"), "s", list(directions))
+    return open_study(open_storage(f"sqlite:///{tmp_path / 'study.db'}"), "s", list(directions))[0]
 
 
 def test_budget_counts_finished_and_running_but_not_requeued(tmp_path):
@@ -134,6 +140,30 @@ def test_budget_counts_finished_and_running_but_not_requeued(tmp_path):
     retry.suggest_float("x", 0, 1)  # a queued trial's params are fixed, not yet suggested
     assert retry.params == dead.params and retry.user_attrs["retry_of"] == dead.number
     assert study._storage.get_trial(dead._trial_id).state == TrialState.FAIL
+
+
+def test_heartbeats_keep_a_running_trial_and_a_silent_one_is_requeued(tmp_path):
+    """RDB storages: a trial whose worker (on another host, so no pid to check) stopped beating for
+    4 x heartbeat_s is failed and re-queued; one whose worker beats while its child runs is kept."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=1, on_stale=requeue_stale)
+    study, created = open_study(storage, "s", ["maximize"])
+    assert created and open_study(storage, "s", ["maximize"])[1] is False
+    alive, silent = study.ask(), study.ask()
+    for t in (alive, silent):
+        t.suggest_float("x", 0, 1)
+        t.set_user_attr("worker", "another-host:1:1")
+        storage.record_heartbeat(trial_id(storage, "s", t.number))
+    tid = trial_id(storage, "s", alive.number)
+    child = [sys.executable, "-c", "import time; time.sleep(5.5)"]  # longer than the 4 s grace period
+    out = run_child(child, tmp_path / "trial", beat=lambda: storage.record_heartbeat(tid), beat_every_s=1)
+    assert out.exit_code == 0 and out.error is None
+    recover_dead_trials(study)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
+    assert trials[2].user_attrs == {"retry_of": silent.number, "retry_reason": "no heartbeat"}
+    retry = study.ask()
+    retry.suggest_float("x", 0, 1)
+    assert retry.number == 2 and retry.params == silent.params
 
 
 def _fake_trainer(value: float, step: int) -> SimpleNamespace:
@@ -153,27 +183,40 @@ def test_pruning_callback_reports_stops_and_parent_marks_pruned(tmp_path):
     study.set_user_attr(PRUNER_ATTR, {"name": "median", "kwargs": {"n_startup_trials": 1}})
     url = f"sqlite:///{tmp_path / 'study.db'}"
     good = study.ask()
-    cb = OptunaPruning(url, "s", good._trial_id, monitor="val/ndcg")
+    cb = OptunaPruning(url, "s", good.number, monitor="val/ndcg")
     for step, v in [(1, 0.8), (2, 0.9)]:
         trainer = _fake_trainer(v, step)
         cb.on_validation_end(trainer, None)
         assert not trainer.should_stop
     study.tell(good, 0.9)
     bad = study.ask()
-    cb = OptunaPruning(url, "s", bad._trial_id, monitor="val/ndcg")
+    cb = OptunaPruning(url, "s", bad.number, monitor="val/ndcg")
     trainer = _fake_trainer(0.1, 1)
     cb.on_validation_end(trainer, None)
     assert trainer.should_stop
     frozen = study._storage.get_trial(bad._trial_id)
     assert frozen.intermediate_values == {1: 0.1} and frozen.user_attrs[PRUNED_ATTR] == 1
-    _finish(study, bad, Outcome(0, {"val": {"ndcg": 0.1}}), [Objective("val/ndcg", "maximize")])
+    finish(study, bad, Outcome(0, {"val": {"ndcg": 0.1}}), [Objective("val/ndcg", "maximize")])
     assert study._storage.get_trial(bad._trial_id).state == TrialState.PRUNED
+
+
+def test_pruned_trial_command_builds_the_callback_for_its_trial(tmp_path):
+    """The overrides the sweep adds for the pruning callback are the callback's arguments, for this trial."""
+    s = _settings(_compose(tmp_path, "sweep=lr_pruned", f"dir={tmp_path / 'sw'}"))
+    trial = _study(tmp_path).ask()
+    cmd = child_command(s, trial, {"optimizer.lr": 1e-4}, tmp_path / "trial")
+    prefix = "+callbacks.optuna_pruning."
+    args = dict(c[len(prefix) :].split("=", 1) for c in cmd if c.startswith(prefix))
+    assert args.pop("_target_") == "rankrm.sweep.pruning.OptunaPruning" and args["trial_number"] == str(trial.number)
+    assert set(args) == set(inspect.signature(OptunaPruning).parameters)
+    assert args["storage"] == f"env:{CHILD_ENV}" and not any(s["url"] in c for c in cmd)  # the URL is not in argv
+    assert cmd[-1] == f"hydra.run.dir={hydra_value(str(tmp_path / 'trial'))}"
 
 
 def test_missing_objective_fails_the_trial_with_its_reason(tmp_path):
     study = _study(tmp_path, ("maximize", "maximize"))
     t = study.ask()
-    _finish(
+    finish(
         study,
         t,
         Outcome(0, {"val": {"pair_acc": 0.7}}),
@@ -253,12 +296,18 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" if Path("/proc").exists() else True
 
 
+def _sweep_in_its_first_trial(tmp_path: Path, n_trials: int) -> tuple[str, subprocess.Popen, Path]:
+    """A sweep CLI whose trials sleep 600 s, once trial 0 runs: (command override, the sweep, trial 0's pid file)."""
+    command = _fake_setup(tmp_path)
+    proc = _sweep_cli(tmp_path, command, f"n_trials={n_trials}", env={"FAKE_SLEEP": "600"}, wait=False)
+    pid_file = tmp_path / "sw" / "trials" / "0" / "pid"
+    _wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the first trial to start", proc=proc)
+    return command, proc, pid_file
+
+
 @pytest.mark.slow
 def test_killed_sweep_requeues_its_running_trial_and_reaches_n_trials(tmp_path):
-    command = _fake_setup(tmp_path)
-    proc = _sweep_cli(tmp_path, command, "n_trials=2", env={"FAKE_SLEEP": "600"}, wait=False)
-    pid_file = tmp_path / "sw" / "trials" / "0" / "pid"
-    _wait_for(pid_file.exists, "the first trial to start", proc=proc)
+    command, proc, pid_file = _sweep_in_its_first_trial(tmp_path, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     child = int(pid_file.read_text())
@@ -268,10 +317,21 @@ def test_killed_sweep_requeues_its_running_trial_and_reaches_n_trials(tmp_path):
     r = _sweep_cli(tmp_path, command, "n_trials=2")
     assert r.returncode == 0, r.stderr
     dead, retry, new = _trials(tmp_path)
-    assert dead.state == TrialState.FAIL and "gone" in dead.user_attrs["error"]
+    assert dead.state == TrialState.FAIL and "gone" in retry.user_attrs["retry_reason"]
     assert retry.state == new.state == TrialState.COMPLETE
     assert retry.user_attrs["retry_of"] == 0 and retry.params == dead.params
     assert "re-queued as #1" in (tmp_path / "sw" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_stops_its_trial_and_requeues_it(tmp_path):
+    _, proc, pid_file = _sweep_in_its_first_trial(tmp_path, 1)
+    proc.send_signal(signal.SIGTERM)  # what a scheduler sends; Ctrl-C takes the same path
+    assert proc.wait(timeout=120) == 130 and b"re-queued" in proc.stderr.read()
+    assert not _alive(int(pid_file.read_text()))
+    dead, retry = _trials(tmp_path)
+    assert (dead.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert retry.user_attrs == {"retry_of": 0, "retry_reason": "sweep interrupted"}
 
 
 def test_trial_timeout_is_recorded_failed_and_the_sweep_exits_nonzero(tmp_path, monkeypatch):
@@ -297,6 +357,16 @@ def test_sweep_replays_from_its_seed_also_when_resumed(tmp_path):
     assert params["whole"] == params["resumed"] and len({p["optimizer.lr"] for p in params["whole"]}) == 4
 
 
+def test_journal_storage_with_two_workers_gets_exactly_n_trials(tmp_path):
+    """The study lock of a journal file sits beside Optuna's own `<file>.lock`, not on it."""
+    command = _fake_setup(tmp_path)
+    journal = tmp_path / "shared" / "study.log"
+    overrides = [command, "n_trials=3", "workers=2", f"storage=journal:{journal}", f"dir={tmp_path / 'sw'}"]
+    assert sweep(_compose(tmp_path, "sweep=fake", *overrides)) == 0
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    assert [t.state for t in optuna.load_study(study_name="fake", storage=storage).trials] == [TrialState.COMPLETE] * 3
+
+
 def test_config_errors_exit_2_with_one_line(tmp_path):
     command = _fake_setup(tmp_path)
     r = _sweep_cli(tmp_path, command, "train_overrides=['optimizer.lr=1e-4']")
@@ -317,8 +387,19 @@ def test_config_errors_exit_2_with_one_line(tmp_path):
         )
 
 
-def test_later_fixed_overrides_win():
-    assert _last_wins(["a=1", "++b.c=2", "+a=3", "d=4"]) == ["++b.c=2", "+a=3", "d=4"]
+def test_later_fixed_overrides_win(tmp_path):
+    """extra_overrides beat train_overrides, which beat base_overrides; each key once, where it was set last."""
+    s = _settings(
+        _compose(
+            tmp_path,
+            "sweep=loss_family",
+            'base_overrides=["test=false","data.limit_val=1"]',
+            'extra_overrides=["data.limit_train=200","++data.limit_val=7"]',
+        )
+    )
+    assert s["fixed"][0] == "test=false" and s["fixed"][-2:] == ["data.limit_train=200", "++data.limit_val=7"]
+    assert "data.limit_train=1000" not in s["fixed"] and "data.limit_val=400" not in s["model_overrides"]
+    assert len(s["fixed"]) == len({o.split("=")[0].lstrip("+") for o in s["fixed"]})
 
 
 # ---------------------------------------------------------------- real tiny sweeps through the CLI
@@ -327,7 +408,7 @@ params:
   optimizer.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
   loss: {{type: choice, choices: [pairwise, listnet]}}
   optimizer.weight_decay: {{type: float, low: 0.0, high: 0.1}}
-enqueue:  # out of range on purpose: AdamW raises, so trial 0 crashes
+enqueue:  # out of range on purpose: the config check refuses it, so trial 0 crashes
   - {{optimizer.lr: 1.0e-3, loss: pairwise, optimizer.weight_decay: -1.0}}
 threads_per_trial: 1
 train_overrides: [backbone=tiny_bert, data=jsonl, "data.source.path={data}", "data.source.fractions=[0.6,0.2,0.2]",
@@ -352,7 +433,10 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     r = _sweep_cli(tmp_path, "n_trials=2", sweep="tiny")
     assert r.returncode == 0, r.stderr[-3000:]
     crashed, done = first = _trials(tmp_path, "tiny")
-    assert crashed.state == TrialState.FAIL and "Invalid weight_decay value: -1.0" in crashed.user_attrs["error"]
+    assert (
+        crashed.state == TrialState.FAIL
+        and "weight_decay must be a number >= 0, got -1.0" in crashed.user_attrs["error"]
+    )
     assert done.state == TrialState.COMPLETE and len(done.values) == 2, done.user_attrs.get("error")
     assert done.values == [done.user_attrs["val"]["pair_acc"], done.user_attrs["val"]["kendall_tau"]]
     assert (tmp_path / "sw" / "trials" / "1" / "metrics.json").is_file()
@@ -379,7 +463,7 @@ def test_real_sweep_fails_one_trial_resumes_with_two_workers_and_reports(tmp_pat
     r = _sweep_cli(tmp_path, "report_only=true", sweep="tiny")
     assert r.returncode == 0, r.stderr[-3000:]
     text = report.read_text()
-    assert "## Pareto front" in text and "Invalid weight_decay" in text and "## Parameter importances" in text
+    assert "## Pareto front" in text and "weight_decay must be" in text and "## Parameter importances" in text
     assert "| 3 | COMPLETE |" in text and "importances need at least" in text
 
 

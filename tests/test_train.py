@@ -15,6 +15,8 @@ from hydra import compose, initialize_config_dir
 
 from rankrm import CONF_DIR
 from rankrm.backbones import build_reward_model
+from rankrm.config import validate
+from rankrm.errors import RankrmError
 
 CONF = str(CONF_DIR)
 METRIC_KEYS = {"pair_acc", "kendall_tau", "ndcg", "ndcg@1", "ndcg@3", "top1_acc", "exact_order", "loss"}
@@ -103,8 +105,11 @@ def test_head_only_trains_the_head_alone(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_exported_model_scores_like_the_checkpoint(tmp_path: Path) -> None:
-    """The run's export, reloaded by transformers, gives the scores `rankrm.score` prints."""
-    run_dir, proc = tiny_run(tmp_path, "tiny_bert", "test=false")
+    """The run's export, reloaded by transformers, gives the scores `rankrm.score` prints; it records the val
+    reward statistics (`rankrm.score --stats` on the val file gives them again) and has a model card."""
+    val = write_jsonl(tmp_path / "val.jsonl", strict_rows(12, k=4))
+    split = [f"data.source.train={tmp_path / 'lists.jsonl'}", f"data.source.val={val}", "data.source.path=null"]
+    run_dir, proc = tiny_run(tmp_path, "tiny_bert", "test=false", *split)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -118,22 +123,45 @@ def test_exported_model_scores_like_the_checkpoint(tmp_path: Path) -> None:
     rows = [line.split("\t") for line in ranked.stdout.strip().splitlines()]  # rank, score, text
     assert [r[2] for r in rows] == [texts[i] for i in expected.argsort(descending=True).tolist()]
     assert [float(r[1]) for r in rows] == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-5)
+    meta = json.loads((run_dir / "model" / "rankrm.json").read_text())
+    assert meta["input_format"] == {"prompt_joiner": ""} and meta["reward_stats"]["n"] == 12 * 4
+    stats = run_cli([str(run_dir / "model"), "--stats", str(val)], tmp_path, module="rankrm.score")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["mean"] == pytest.approx(meta["reward_stats"]["scores"]["mean"], abs=1e-5)
+    assert json.loads(stats.stdout)["std"] == pytest.approx(meta["reward_stats"]["scores"]["std"], abs=1e-5)
+    card = (run_dir / "model" / "README.md").read_text()
+    pair_acc = json.loads((run_dir / "metrics.json").read_text())["val"]["pair_acc"]
+    assert f"pair_acc {pair_acc:.4f}" in card and "## Use it" in card and "rankrm.reward_function" in card
 
 
-def test_every_group_option_composes() -> None:
-    """Each option of each config group composes with the defaults (no run: that is the CLI tests' job)."""
-    groups = ["data", "backbone", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
-    for group in groups:
-        for option in sorted(p.stem for p in Path(CONF, group).glob("*.yaml")):
-            with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-                cfg = compose("train", overrides=[f"{group}={option}"])
-            assert cfg[group] is not None, (group, option)
+SHIPPED = [
+    (group, p.stem)
+    for group in ["data", "backbone", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment"]
+    for p in sorted(Path(CONF, group).glob("*.yaml"))
+    if p.stem != "base"  # conf/loss/base.yaml: settings every loss starts from, not a loss (loss=base is refused)
+]
+NEEDS = {("trainer", "fsdp"): ["export=false"]}  # as fsdp.yaml says: FSDP shards the weights, no export
 
 
-def test_unknown_group_option_lists_the_choices(tmp_path: Path) -> None:
-    proc = run_cli(["loss=nope"], tmp_path)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "ranklist" in proc.stderr and "listmle" in proc.stderr
+@pytest.mark.parametrize("group, option", SHIPPED, ids=[f"{g}={o}" for g, o in SHIPPED])
+def test_every_shipped_option_is_valid(group: str, option: str) -> None:
+    """Each option of each config group composes with the defaults and passes the schema (every field's
+    type and range, unknown keys, cross-field rules), so a typo in a shipped yaml fails here.
+    No run: that is the CLI tests' job."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[f"{group}={option}", *NEEDS.get((group, option), [])])
+    validate(cfg)
+
+
+def test_a_typo_in_a_shipped_yaml_fails_the_check(tmp_path: Path) -> None:
+    """The check above can fail: qwen.yaml with `pooling: last_tokn` (a copy on the search path) is refused."""
+    (tmp_path / "backbone").mkdir()
+    text = (Path(CONF) / "backbone" / "qwen.yaml").read_text().replace("pooling: last_token", "pooling: last_tokn")
+    (tmp_path / "backbone" / "qwen_typo.yaml").write_text(text)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["backbone=qwen_typo", f"hydra.searchpath=[file://{tmp_path}]"])
+    with pytest.raises(RankrmError, match="backbone.pooling must be one of .*, got 'last_tokn'"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize("decay", ["linear", "cosine", "constant"])

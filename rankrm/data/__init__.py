@@ -1,30 +1,14 @@
-"""Ranked-list data: one record type, readers for real formats, validation, collation.
+"""Ranked-list data: sources and record formats -> validated `RankedList`s -> splits -> token batches.
 
-`RankedList` is the record every reader produces. The heavier pieces (torch / Lightning) load
-on first use: `RankDataModule` (the Hydra `data` target), `RankCollator`, `ListBatchSampler`,
-`EncodedList`, `encode_lists`, `load_source`.
+Where each piece lives (what to touch to add one):
+  records.py     `RankedList`, the one record every format produces
+  containers.py  local file containers (jsonl, json, csv, parquet, tsv) -> rows; add one in `CONTAINERS`
+  formats.py     record formats: rows -> lists (list, pairs, ultrafeedback, seed_tsv, oasst); add one in `FORMATS`
+  oasst.py       the OpenAssistant tree parser (nested trees or flat message rows)
+  sources.py     the source registry (`file`, `hf`, `vader`) and `resolve` / `read_source` for `data.source`
+  hf.py          Hugging Face `datasets` rows (save_to_disk folders, hub ids)
+  vader.py       the VADER builder (the default data)
+  splits.py      every split rule: group carving, fractions, per-split files, VADER's split by text
+  validate.py    field checks and the `DropLog` of invalid records
+  tokenize.py, collate.py, sampler.py, datamodule.py   tokens, batches and the Lightning data module
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from rankrm.data.records import RankedList
-
-_LAZY = {
-    "RankDataModule": "rankrm.data.datamodule",
-    "RankCollator": "rankrm.data.collate",
-    "ListBatchSampler": "rankrm.data.sampler",
-    "EncodedList": "rankrm.data.tokenize",
-    "encode_lists": "rankrm.data.tokenize",
-    "load_source": "rankrm.data.sources",
-}
-
-__all__ = ["RankedList", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rankrm.data' has no attribute {name!r}")

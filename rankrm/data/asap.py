@@ -1,10 +1,10 @@
 """ASAP (Bu et al., NAACL 2021; Dianping restaurant reviews, Apache-2.0): 1-5 star reviews as graded
 lists that may hold ties.
 
-Files, in `data_dir`: the official sample `train_sample.csv`, `dev_sample.csv`, `test_sample.csv`
-(UTF-8 with a BOM; header `index, reviewbody, star, <18 aspect columns>`; an aspect is 1 positive,
-0 neutral, -1 negative, -2 not mentioned). Each file is one split (train / val / test), so no review
-crosses splits.
+Files, in `data_dir` (default: `asap-zh-review-stars-sample` under the data root, `rankrm.paths`): the
+official sample `train_sample.csv`, `dev_sample.csv`, `test_sample.csv` (UTF-8 with a BOM; header
+`index, reviewbody, star, <18 aspect columns>`; an aspect is 1 positive, 0 neutral, -1 negative, -2 not
+mentioned). Each file is one split (train / val / test), so no review crosses splits.
 
 There is no prompt and no product id, so lists are built here, from the reviews of one split that
 mention one ASPECT (value != -2): they are shuffled (seeded) and dealt into lists of `k`, each list
@@ -28,7 +28,9 @@ from pathlib import Path
 from rankrm.data.records import RankedList
 from rankrm.data.validate import DropLog, RecordError, check_file
 from rankrm.errors import RankrmError
+from rankrm.paths import data_root
 
+FOLDER = "asap-zh-review-stars-sample"  # data_dir's default, under the data root
 FILES = {"train": "train_sample.csv", "val": "dev_sample.csv", "test": "test_sample.csv"}
 ASPECTS = (
     "location_traffic",
@@ -126,24 +128,25 @@ def deal(reviews: Sequence[Review], k: int, ties: bool, rng: random.Random) -> t
 def load_asap(
     log: DropLog,
     seed: int,
-    data_dir: str | None = None,
-    k: int = 4,
-    ties: bool = True,
-    aspects: Sequence[str] | None = None,
+    data_dir: str | None = None,  # folder of the three sample CSVs; null: <data root>/asap-zh-review-stars-sample
+    k: int = 4,  # reviews per list, 2..5 (there are 5 star levels)
+    ties: bool = True,  # deal the reviews left after the distinct-star lists into lists with tied stars
+    aspects: Sequence[str] | None = None,  # aspect columns that each give their own lists; null: all 18
 ) -> tuple[dict[str, list[RankedList]], dict]:
-    """Read the three files and build each split's lists. Returns (split -> lists, info for `stats`)."""
+    """Read the three files and build each split's lists. Returns (split -> lists, info for `stats`).
+
+    The parameters after `seed` are the `asap` source's `data.source` options."""
     chosen = list(aspects) if aspects is not None else list(ASPECTS)
     bad = sorted(set(chosen) - set(ASPECTS))
-    if not data_dir or not 2 <= k <= 5 or bad or not chosen or not isinstance(ties, bool):
-        raise RankrmError(
-            f"asap: data.source.data_dir must name the folder of {', '.join(FILES.values())} (got {data_dir!r}), "
-            f"k in 2..5 (5 star levels; got {k}), ties true|false (got {ties!r}), aspects null or a non-empty "
-            f"subset of {', '.join(ASPECTS)} (unknown: {bad})"
-        )
+    if not 2 <= k <= 5:
+        raise RankrmError(f"data.source.k={k!r} must be in 2..5 (ASAP has 5 star levels)")
+    if bad or not chosen:
+        raise RankrmError(f"data.source.aspects={aspects!r} must be null or a non-empty list of {', '.join(ASPECTS)}")
+    root = Path(data_dir).expanduser() if data_dir else data_root() / FOLDER
     splits: dict[str, list[RankedList]] = {}
-    info: dict = {"data_dir": str(data_dir), "reviews": {}, "lists_with_ties": {}, "mentions_unused": {}}
+    info: dict = {"data_dir": str(root), "reviews": {}, "lists_with_ties": {}, "mentions_unused": {}}
     for split, name in FILES.items():
-        reviews = read_reviews(Path(data_dir).expanduser() / name, chosen, log)
+        reviews = read_reviews(root / name, chosen, log)
         rng = random.Random(f"{seed}:asap:{split}")  # str seeds hash stably
         lists, unused, n_ties = [], 0, 0
         for aspect in chosen:

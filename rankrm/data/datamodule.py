@@ -4,7 +4,7 @@ The runner builds it with `hydra.utils.instantiate(cfg.data, tokenizer=tokenizer
 `setup()` does all the work once (later calls return at once, so fit and test share it) and
 fills `stats`, a JSON-serialisable dict for metrics.json:
 
-  reader, seed, max_length, batching        what was configured
+  reader, format, seed, max_length, batching   what was configured (format: the parser of a row source)
   dropped_invalid {reason: n}               records dropped by `skip_invalid` (all files)
   source {...}                              reader facts (e.g. VADER texts per split, OASST unranked groups)
   train / val / test:
@@ -37,10 +37,12 @@ from torch.utils.data import DataLoader
 
 from rankrm.data.collate import RankCollator, padding_counts
 from rankrm.data.sampler import ListBatchSampler
-from rankrm.data.sources import SPLITS, SourceData, describe, read_source
+from rankrm.data.sources import SourceData, describe, read_source, resolve
+from rankrm.data.splits import SPLITS
 from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
 from rankrm.data.validate import all_tied
 from rankrm.errors import RankrmError
+from rankrm.inputs import InputFormat
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class RankDataModule(pl.LightningDataModule):
         limit_val: int | None = None,
         limit_test: int | None = None,
         preread: SourceData | None = None,
+        prompt_joiner: str = "",
     ) -> None:
         super().__init__()
         if getattr(tokenizer, "pad_token_id", None) is None:
@@ -112,16 +115,13 @@ class RankDataModule(pl.LightningDataModule):
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.collator = RankCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
         self.preread = preread
+        self.input_format = InputFormat(joiner=prompt_joiner)  # saved with the export: scoring reads it back
         self.datasets: dict[str, list[EncodedList]] | None = None
         self.stats: dict[str, Any] = {}
 
     def prepare_data(self) -> None:
-        """Runs on one process per node before `setup`: fetch VADER into the cache if needed."""
-        if self.source.get("reader") == "vader":
-            from rankrm.data.vader import DOMAINS, locate
-
-            names = [*(self.source.get("domains") or DOMAINS), self.source.get("holdout_domain")]
-            locate(self.source.get("data_dir"), [d for d in names if d in DOMAINS])  # bad names: setup says so
+        """Runs on one process per node before `setup`: the source's prepare hook (e.g. a VADER fetch)."""
+        resolve(self.source).prepare()
 
     def _limit(self, lists: list, split: str) -> list:
         """A seeded subset of at most `limit_<split>` lists, in their original order."""
@@ -175,8 +175,10 @@ class RankDataModule(pl.LightningDataModule):
         max_len = effective_max_length(self.tokenizer, self.max_length)
         stats: dict[str, Any] = {
             "reader": self.source.get("reader"),
+            "format": read.format,
             "seed": self.seed,
             "max_length": max_len,
+            "input_format": self.input_format.to_metadata(),
             "batching": {
                 "batch_size": self.batch_size,
                 "max_tokens": self.max_tokens,
@@ -191,7 +193,9 @@ class RankDataModule(pl.LightningDataModule):
             lists = splits.get(split, [])
             untied = [rl for rl in lists if not all_tied(rl)]
             limited = self._limit(untied, split)
-            kept, counts = encode_lists(self.tokenizer, limited, max_len, self.overlong, self.truncation_side)
+            kept, counts = encode_lists(
+                self.tokenizer, limited, max_len, self.overlong, self.truncation_side, self.input_format
+            )
             datasets[split] = expand_pairs(kept, self.seed) if (self.as_pairs and split == "train") else kept
             stats[split] = {
                 "lists_read": len(lists),

@@ -25,8 +25,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from rankrm.errors import RankrmError
-
 
 class ListBatchSampler(Sampler[list[int]]):
     """Yields lists of item indices (one batch each).
@@ -39,6 +37,8 @@ class ListBatchSampler(Sampler[list[int]]):
         length_grouping: group lists of similar length (else random batches).
         seed: base seed; epoch e uses the generator seeded with (seed, e).
         num_replicas, rank: DDP world size and this process's rank.
+    The config's values (data.batch_size, data.max_tokens and its need of length_grouping) are checked
+    by the schema, rankrm.config.schema.Data.
     """
 
     def __init__(
@@ -52,10 +52,6 @@ class ListBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
-            raise RankrmError(f"data.batch_size and data.max_tokens must be >= 1, got {batch_size}, {max_tokens}")
-        if max_tokens is not None and not length_grouping:
-            raise RankrmError("data.max_tokens needs data.length_grouping=true (a stable number of batches per epoch)")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside world size {num_replicas}")
         self.sizes = [(int(k), int(t)) for k, t in sizes]

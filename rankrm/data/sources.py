@@ -1,101 +1,201 @@
-"""From a `data.source` config to train/val/test lists: reader dispatch and seeded group splits.
+"""From a `data.source` config to train/val/test lists: the source registry.
 
-`source.reader` picks the reader (`seed_tsv`, `jsonl`, `trl_pairs`, `oasst`, `hf`, `vader`, `asap`); the
-other `source` keys are that reader's options. File readers take either one `path` (all three
-splits carved from it) or `train` (+ optional `val`/`test`; a missing one is carved from the
-train file). Carving is by group (prompt or tree), seeded, with the `fractions` shares.
+`data.source.reader` names a source in `SOURCES` (`file`, `hf`, `vader`, `asap`) or a format's reader
+name (`jsonl`, `trl_pairs`, `seed_tsv`, `oasst`: a local file in that format). Row sources
+(`file`, `hf`) pass their rows through the parser `data.source.format` names (default: the
+reader's own format, else `list`), so any format reads from any of them. The other keys are
+the options of the source and of the format, declared by their functions' signatures
+(`rankrm.data.options`); `resolve` checks them all before anything is read.
+
+Add a source: a function `(log, parsing, **options) -> {split: rows or None}` (None: carved
+from train by `fractions`), or for a builder of its own lists `(log, seed, **options) ->
+(splits, info)`, and its entry in `SOURCES`, with a `prepare` hook if it downloads something.
+Streaming (e.g. into a token cache): `resolve(source).rows(log)` gives each split's rows,
+`parsing.stream(rows, log, counts)` the validated (list, group) pairs one at a time, and
+`splits.assign_groups` carves the missing splits from the group keys alone.
 """
 
 from __future__ import annotations
 
-import inspect
-import random
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankrm.data.readers import FILE_READERS, Items
-from rankrm.data.records import RankedList
+from rankrm.data import asap, hf, vader
+from rankrm.data.containers import Row, rename
+from rankrm.data.formats import FORMATS, Parsing
+from rankrm.data.options import Option, check_value, declared
+from rankrm.data.readers import file_rows, parse_into
+from rankrm.data.splits import Items, Splits, assemble
 from rankrm.data.validate import DropLog
 from rankrm.errors import RankrmError
 
-SPLITS = ("train", "val", "test")
-Splits = dict[str, list[RankedList]]
+Inputs = dict[str, "Iterator[Row] | None"]  # split -> its rows (None: carved from train)
 
 
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    """Three non-negative train/val/test shares with a positive train share, normalised to sum 1."""
-    fr = tuple(float(f) for f in fractions)
-    if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0:
-        raise RankrmError(f"data.source.fractions must be 3 shares [train, val, test] with train > 0, got {list(fr)}")
-    total = sum(fr)
-    return fr[0] / total, fr[1] / total, fr[2] / total
-
-
-def carve(items: Items, shares: Mapping[str, float], seed: int) -> Splits:
-    """Split `items` by group: split s gets round(shares[s] * n_groups) groups, the rest go to train.
-
-    Groups are shuffled with a generator seeded by `seed` (string seeds hash stably), so the
-    split is the same on every run and machine; lists keep their file order inside a split.
-    """
-    groups = sorted(set(items.groups))
-    random.Random(f"{seed}:split").shuffle(groups)
-    assign: dict[str, str] = {}
-    start = 0
-    for name, share in shares.items():
-        n = round(share * len(groups))
-        assign.update((g, name) for g in groups[start : start + n])
-        start += n
-    out: Splits = {"train": [], **{name: [] for name in shares}}
-    for rl, g in zip(items.lists, items.groups):
-        out[assign.get(g, "train")].append(rl)
-    return out
-
-
-def assemble(per_split: Mapping[str, Items | None], fractions: Sequence[float], seed: int) -> tuple[Splits, dict]:
-    """Given Items for train (the pool) and possibly val/test, carve the missing splits from the pool."""
-    fr = dict(zip(SPLITS, check_fractions(fractions)))
-    pool = per_split["train"]
-    assert pool is not None
-    missing = {s: fr[s] for s in ("val", "test") if per_split.get(s) is None}
-    splits = carve(pool, missing, seed) if missing else {"train": list(pool.lists)}
-    counts: Counter[str] = Counter(pool.counts)
-    for s in ("val", "test"):
-        given = per_split.get(s)
-        if given is not None:
-            splits[s] = list(given.lists)
-            counts.update(given.counts)
-    return splits, {"carved": sorted(missing), **dict(counts)}
-
-
-def load_files(
-    read: Callable[[str | Path, DropLog], Items],
-    log: DropLog,
-    seed: int,
-    path: str | None = None,
-    train: str | None = None,
-    val: str | None = None,
-    test: str | None = None,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-) -> tuple[Splits, dict]:
-    """Read the configured files with `read` and build the three splits."""
+def _files(path: str | None, train: str | None, val: str | None, test: str | None) -> dict[str, str | None]:
     if bool(path) == bool(train):
         raise RankrmError(
-            "data.source: give either `path` (one file, split by `fractions`) or `train` (+ `val`/`test`)"
+            "data.source: give either `path` (one file or dataset, split by `fractions`) or `train` (+ `val`/`test`)"
         )
-    per_split = {"train": read(path or train, log)}  # type: ignore[arg-type]
-    for name, p in (("val", val), ("test", test)):
-        per_split[name] = read(p, log) if p else None
-    return assemble(per_split, fractions, seed)
+    return {"train": path or train, "val": val, "test": test}
 
 
-def _check_options(fn: Callable[..., Any], opts: Mapping[str, Any], reader: str) -> None:
-    params = inspect.signature(fn).parameters
-    unknown = sorted(set(opts) - set(params) - {"log", "seed"})
+def file_inputs(
+    log: DropLog,
+    parsing: Parsing,
+    path: str | None = None,  # one file, split by `fractions` (or give train / val / test)
+    train: str | None = None,  # train file; a missing val / test is carved from it
+    val: str | None = None,  # val file
+    test: str | None = None,  # test file
+    container: str | None = None,  # jsonl | json | csv | parquet | tsv; null: from the suffix, else the format's
+    columns: Mapping[str, str] | None = None,  # rename columns to the format's names, e.g. {prompt: question}
+) -> Inputs:
+    """The `file` source: local files of any container."""
+    files = _files(path, train, val, test)
+    return {s: rename(file_rows(f, log, parsing, container), columns or {}) if f else None for s, f in files.items()}
+
+
+def hf_inputs(
+    log: DropLog,
+    parsing: Parsing,
+    path: str | None = None,  # hub id, save_to_disk folder or one local file (or give train / val / test)
+    name: str | None = None,  # hub dataset config name
+    revision: str | None = None,  # hub revision (commit) to pin
+    splits: Mapping[str, str | None] | None = None,  # dataset split per rankrm split; null: carve (train: train)
+    train: str | None = None,  # train file, folder or hub id (instead of path)
+    val: str | None = None,  # val file, folder or hub id
+    test: str | None = None,  # test file, folder or hub id
+    container: str | None = None,  # of local files, as for the `file` source
+    columns: Mapping[str, str] | None = None,  # rename columns to the format's names, e.g. {prompt: question}
+) -> Inputs:
+    """The `hf` source: a `datasets` dataset (local folder or hub id) or local files."""
+    files = _files(path, train, val, test)
+    given = {s: (f, None) if f else None for s, f in files.items()}
+    if path:  # one dataset: a rankrm split reads the dataset split named for it, or is carved (null)
+        names = {"train": "train", "val": None, "test": None, **(splits or {})}
+        if Path(path).expanduser().is_file() and (names["val"] or names["test"]):
+            raise RankrmError(f"data.source.splits={dict(splits or {})} names dataset splits, but {path} is one file")
+        given = {s: (path, n) if n else None for s, n in names.items()}
+
+    def rows(src: str, split: str | None) -> Iterator[Row]:
+        if Path(src).expanduser().is_file():
+            return file_rows(src, log, parsing, container)
+        if parsing.format.rows != "object":
+            raise RankrmError(f"data.source.format={parsing.name} reads {parsing.format.rows}, not dataset rows")
+        return hf.dataset_rows(src, split, name, revision)
+
+    return {s: rename(rows(*g), columns or {}) if g else None for s, g in given.items()}
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One entry of the source registry: a row source (`inputs`) or a builder of its own lists (`build`).
+
+    The parameters with defaults of `inputs` (plus `splits.assemble`'s `fractions`) or of `build` are the
+    source's `data.source` options.
+    """
+
+    inputs: Callable[..., Inputs] | None = None  # (log, parsing, **options) -> rows per split
+    build: Callable[..., tuple[Splits, dict]] | None = None  # (log, seed, **options) -> lists per split, info
+    prepare: Callable[..., None] | None = None  # (**options): downloads, once per node before reading
+    doc: str = ""
+
+    def options(self) -> dict[str, Option]:
+        return declared(self.build) if self.build else {**declared(self.inputs), **declared(assemble)}  # type: ignore[arg-type]
+
+
+SOURCES: dict[str, SourceKind] = {
+    "file": SourceKind(file_inputs, doc="local jsonl / json / csv / parquet / tsv files"),
+    "hf": SourceKind(hf_inputs, doc="Hugging Face datasets: hub id, save_to_disk folder or local files"),
+    "vader": SourceKind(build=vader.load_vader, prepare=vader.prepare, doc="VADER ratings as graded K-way lists"),
+    "asap": SourceKind(build=asap.load_asap, doc="ASAP's Chinese reviews with 1-5 stars as graded lists, ties kept"),
+}
+READERS = {f.reader: name for name, f in FORMATS.items() if f.reader}  # reader name -> format of a local file
+
+
+def _subset(fn: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: options[k] for k in declared(fn)}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A checked `data.source`: the source, its options (defaults filled in) and the parsing of a row source."""
+
+    reader: str
+    kind: SourceKind
+    options: dict[str, Any]
+    parsing: Parsing | None = None
+
+    def prepare(self) -> None:
+        """Fetch what the source needs (VADER's files); the data module calls it once per node."""
+        if self.kind.prepare is not None:
+            self.kind.prepare(**self.options)
+
+    def rows(self, log: DropLog) -> Inputs:
+        """A row source's rows per split, opened (missing inputs fail here) but not yet read."""
+        assert self.kind.inputs is not None and self.parsing is not None, f"{self.reader} builds its own lists"
+        return self.kind.inputs(log, self.parsing, **_subset(self.kind.inputs, self.options))
+
+    def read(self, log: DropLog, seed: int) -> tuple[Splits, dict]:
+        """Read, validate and split: (split -> lists, info for `stats`)."""
+        if self.kind.build is not None:
+            return self.kind.build(log, seed, **self.options)
+        assert self.parsing is not None
+        per_split = {
+            s: None if r is None else parse_into(Items(), r, self.parsing, log) for s, r in self.rows(log).items()
+        }
+        return assemble(per_split, seed, **_subset(assemble, self.options))
+
+
+def _reader(reader: Any) -> tuple[SourceKind, str | None]:
+    """(the source, its default format) of a `data.source.reader` value."""
+    if reader in SOURCES:
+        kind = SOURCES[reader]
+        return kind, ("list" if kind.inputs else None)
+    if reader in READERS:
+        return SOURCES["file"], READERS[reader]
+    raise RankrmError(f"data.source.reader={reader!r} must be one of {sorted([*SOURCES, *READERS])}")
+
+
+def _all_options() -> set[str]:
+    """Every option any source or format declares (a null one of another source/format is not a typo)."""
+    return {
+        *(o for k in SOURCES.values() for o in k.options()),
+        *(o for f in FORMATS.values() for o in declared(f.options)),
+    }
+
+
+def resolve(source: Mapping[str, Any]) -> Resolved:
+    """Check a `data.source` mapping without reading anything: names, options, their values.
+
+    A null option means "the default". Raises one `RankrmError` line for the first problem.
+    """
+    opts = dict(source)
+    reader = opts.pop("reader", None)
+    kind, fmt_name = _reader(reader)
+    fmt_given = opts.pop("format", None)
+    if fmt_given is not None and kind.inputs is None:
+        raise RankrmError(f"data.source.format={fmt_given!r}: reader {reader!r} builds its own lists (no format)")
+    fmt_name = fmt_given or fmt_name
+    if fmt_name is not None and fmt_name not in FORMATS:
+        raise RankrmError(f"data.source.format={fmt_name!r} must be one of {sorted(FORMATS)}")
+    src_opts = kind.options()
+    fmt_opts = declared(FORMATS[fmt_name].options) if fmt_name else {}
+    valid = {**src_opts, **fmt_opts}
+    unknown = sorted(k for k, v in opts.items() if k not in valid and not (v is None and k in _all_options()))
     if unknown:
-        valid = sorted(p for p in params if p not in ("log", "seed", "read"))
-        raise RankrmError(f"data.source: unknown option(s) {unknown} for reader '{reader}' (valid: {valid})")
+        what = f"reader '{reader}'" + (f" (format {fmt_name})" if fmt_name else "")
+        raise RankrmError(f"data.source: unknown option(s) {unknown} for {what} (valid: {sorted(valid)})")
+    given = {k: v for k, v in opts.items() if k in valid and v is not None}
+    for k, v in given.items():
+        check_value(k, v, valid[k])
+    options = {k: given.get(k, o.default) for k, o in src_opts.items()}
+    parsing = None
+    if fmt_name:
+        parsing = Parsing(fmt_name, FORMATS[fmt_name], {k: given.get(k, o.default) for k, o in fmt_opts.items()})
+    return Resolved(str(reader), kind, options, parsing)
 
 
 class SourceData:
@@ -104,39 +204,19 @@ class SourceData:
     A plain class, not a dataclass: it passes through `hydra.utils.instantiate` as an opaque object.
     """
 
-    def __init__(self, splits: Splits, info: dict, drops: DropLog) -> None:
-        self.splits, self.info, self.drops = splits, info, drops
+    def __init__(self, splits: Splits, info: dict, drops: DropLog, format: str | None = None) -> None:
+        self.splits, self.info, self.drops, self.format = splits, info, drops, format
 
 
 def read_source(source: Mapping[str, Any], seed: int, skip_invalid: bool = False) -> SourceData:
-    """Read and validate every file of `source` (the runner calls it before building any model)."""
+    """Check, read and validate every input of `source` (the runner calls it before building any model)."""
+    resolved = resolve(source)
     drops = DropLog(bool(skip_invalid))
-    splits, info = load_source(source, seed, drops)
-    return SourceData(splits, info, drops)
+    splits, info = resolved.read(drops, seed)
+    return SourceData(splits, info, drops, resolved.parsing.name if resolved.parsing else None)
 
 
 def describe(source: Mapping[str, Any]) -> str:
     """Where the lists came from, for error messages: the files, or the reader and its folder/id."""
     files = [str(source[k]) for k in ("path", "train", "val", "test") if source.get(k)]
     return ", ".join(files) or f"reader {source.get('reader')} ({source.get('data_dir') or 'default location'})"
-
-
-def load_source(source: Mapping[str, Any], seed: int, log: DropLog) -> tuple[Splits, dict]:
-    """Dispatch on `source["reader"]`; return (split -> lists, reader info for `stats`)."""
-    opts = dict(source)
-    reader = opts.pop("reader", None)
-    if reader == "vader":
-        from rankrm.data.vader import load_vader as fn
-    elif reader == "hf":
-        from rankrm.data.hf import load_hf as fn
-    elif reader == "asap":
-        from rankrm.data.asap import load_asap as fn
-    elif reader in FILE_READERS:
-        _check_options(load_files, opts, reader)
-        return load_files(FILE_READERS[reader], log, seed, **opts)
-    else:
-        raise RankrmError(
-            f"data.source.reader must be one of {sorted([*FILE_READERS, 'asap', 'hf', 'vader'])}, got {reader!r}"
-        )
-    _check_options(fn, opts, reader)
-    return fn(log, seed, **opts)

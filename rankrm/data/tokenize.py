@@ -1,13 +1,7 @@
 """Tokenise every response of every list exactly once (prompt + response together).
 
-How a (prompt, response) becomes one token sequence depends on the prompt and the tokenizer:
-- no prompt: the response alone, with the tokenizer's special tokens;
-- text prompt + a tokenizer with a `sep_token` (encoders): a text pair (prompt, response), so
-  `token_type_ids` tell them apart;
-- text prompt + no `sep_token` (decoders): one text `prompt + "\\n\\n" + response`;
-- chat prompt: `apply_chat_template(prompt + [assistant reply], tokenize=False)` tokenised
-  without extra special tokens (the template has its own); a tokenizer without a chat template
-  gets the plain join "role: content" (one line per message) as a text prompt, as above.
+How a (prompt, response) becomes one token sequence is `rankrm.inputs` (the input format: text pair
+for encoders, `prompt + data.prompt_joiner + response` for decoders, the chat template for messages).
 
 Over-long sequences (> `max_length` tokens): `overlong="filter"` drops the whole list (as TRL
 does); `"truncate"` removes prompt tokens first, from `truncation_side` ("left" keeps the end
@@ -23,8 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from rankrm.data.records import Prompt, RankedList
-from rankrm.errors import DataError, RankrmError
+from rankrm.data.records import RankedList
+from rankrm.errors import RankrmError
+from rankrm.inputs import DEFAULT_FORMAT, InputFormat, Job, make_job
 
 log = logging.getLogger(__name__)
 PROMPT, RESPONSE, KEEP = 0, 1, -1  # token roles for truncation; KEEP = special / template tail
@@ -52,50 +47,7 @@ class EncodedList:
         return sum(len(x) for x in self.ids)
 
 
-@dataclass
-class _Job:
-    """One response to tokenise: `a` (+ `b` as the pair's second text) or a rendered text with char spans."""
-
-    a: str
-    b: str | None = None
-    specials: bool = True
-    spans: tuple[int, int] | None = None  # rendered text: [0, p_end) prompt, [p_end, r_end) reply
-
-
-def prompt_text(prompt: Prompt) -> str | None:
-    """A chat prompt as plain text, one "role: content" line per message (no chat template)."""
-    if prompt is None or isinstance(prompt, str):
-        return prompt
-    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
-
-
-def _chat_job(tokenizer: Any, rl: RankedList, resp: str) -> _Job:
-    msgs = list(rl.prompt) + [{"role": "assistant", "content": resp}]  # type: ignore[arg-type]
-    try:
-        full = tokenizer.apply_chat_template(msgs, tokenize=False)
-    except Exception as e:  # noqa: BLE001 -- a jinja error means these messages don't fit the template
-        raise DataError(rl.source, None, "prompt", f"the chat template rejects these messages: {e}") from None
-    start = full.rfind(resp)
-    if start >= 0:
-        return _Job(full, specials=False, spans=(start, start + len(resp)))
-    pre = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
-    return _Job(full, specials=False, spans=(len(pre) if full.startswith(pre) else 0, len(full)))
-
-
-def make_job(tokenizer: Any, rl: RankedList, resp: str) -> _Job:
-    """How to tokenise `resp` of list `rl` with `tokenizer` (see module docstring)."""
-    if isinstance(rl.prompt, list) and getattr(tokenizer, "chat_template", None):
-        return _chat_job(tokenizer, rl, resp)
-    prompt = prompt_text(rl.prompt)
-    if prompt is None:
-        return _Job(resp)
-    if getattr(tokenizer, "sep_token", None) is not None:
-        return _Job(prompt, resp)
-    text = prompt + "\n\n" + resp
-    return _Job(text, spans=(len(prompt) + 2, len(text)))
-
-
-def token_roles(enc: Any, i: int, job: _Job) -> list[int]:
+def token_roles(enc: Any, i: int, job: Job) -> list[int]:
     """PROMPT / RESPONSE / KEEP per token of item `i` of a fast-tokenizer BatchEncoding."""
     seq = enc.sequence_ids(i)
     if job.spans is None:
@@ -137,7 +89,7 @@ def effective_max_length(tokenizer: Any, max_length: int | None) -> int | None:
     return max_length
 
 
-def _run(tokenizer: Any, jobs: list[_Job], want_offsets: bool) -> Any:
+def _run(tokenizer: Any, jobs: list[Job], want_offsets: bool) -> Any:
     """One batched tokenizer call for jobs of one kind (same pairing and special-token use)."""
     a = [j.a for j in jobs]
     b = [j.b for j in jobs] if jobs[0].b is not None else None
@@ -145,7 +97,7 @@ def _run(tokenizer: Any, jobs: list[_Job], want_offsets: bool) -> Any:
 
 
 def tokenize_jobs(
-    tokenizer: Any, jobs: list[_Job], max_length: int | None, side: str, chunk: int = 2048
+    tokenizer: Any, jobs: list[Job], max_length: int | None, side: str, chunk: int = 2048
 ) -> list[tuple[list[int], list[int] | None, bool] | None]:
     """(ids, type_ids, truncated) per job, None if it cannot fit; each text is tokenised once."""
     out: list[Any] = [None] * len(jobs)
@@ -179,17 +131,14 @@ def encode_lists(
     max_length: int | None,
     overlong: str = "filter",
     truncation_side: str = "left",
+    fmt: InputFormat = DEFAULT_FORMAT,
 ) -> tuple[list[EncodedList], dict[str, int]]:
     """Tokenise all lists (each response once). Returns the kept lists and counts:
-    `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`."""
-    if overlong not in ("filter", "truncate") or truncation_side not in ("left", "right"):
-        raise RankrmError(
-            f"data.overlong must be filter|truncate and data.truncation_side left|right, "
-            f"got {overlong!r}, {truncation_side!r}"
-        )
+    `overlong_filtered` (lists dropped), `truncated_lists`, `truncated_responses`. `overlong` is filter or
+    truncate, `truncation_side` left or right (the config's values are checked by its schema, rankrm.config)."""
     if overlong == "truncate" and max_length is not None and not getattr(tokenizer, "is_fast", False):
         raise RankrmError("data.overlong=truncate needs a fast tokenizer (offsets); use overlong=filter")
-    jobs = [make_job(tokenizer, rl, r) for rl in lists for r in rl.responses]
+    jobs = [make_job(tokenizer, rl, r, fmt) for rl in lists for r in rl.responses]
     limit = max_length if overlong == "truncate" else None
     results = tokenize_jobs(tokenizer, jobs, limit, truncation_side)
     counts: Counter[str] = Counter(overlong_filtered=0, truncated_lists=0, truncated_responses=0)

@@ -25,10 +25,11 @@ import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rankrm.data.records import RankedList
+from rankrm.data.splits import FRACTIONS, check_fractions, split_by_id
 from rankrm.data.validate import DropLog, RecordError, check_file, iter_lines
 from rankrm.errors import RankrmError
 
@@ -159,20 +160,6 @@ def read_ground_truth(path: Path, domain: str, log: DropLog) -> list[RatedText]:
     return out
 
 
-def split_texts(
-    texts: list[RatedText], fractions: Sequence[float], seed: int, domain: str
-) -> dict[str, list[RatedText]]:
-    """Seeded split of one domain's texts by ID (train/val/test shares = `fractions`)."""
-    rng = random.Random(f"{seed}:{domain}:split")  # str seeds are hashed stably (sha512)
-    order = sorted(range(len(texts)), key=lambda i: texts[i].id)
-    rng.shuffle(order)
-    total = sum(fractions)
-    n_val = round(len(order) * fractions[1] / total)
-    n_test = round(len(order) * fractions[2] / total) if len(fractions) > 2 else 0
-    parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
-    return {k: [texts[i] for i in sorted(v)] for k, v in parts.items()}
-
-
 def build_lists(texts: list[RatedText], k: int, min_gap: float, seed: int, tag: str) -> list[RankedList]:
     """Disjoint K-way lists whose neighbouring means differ by >= `min_gap`, best first.
 
@@ -208,24 +195,47 @@ def build_lists(texts: list[RatedText], k: int, min_gap: float, seed: int, tag: 
     return lists
 
 
+def domain_names(domains: Sequence[str], holdout_domain: str | None) -> list[str]:
+    """The domains to read (the held-out one last); an unknown name is a one-line error."""
+    if any(d not in DOMAINS for d in domains):
+        raise RankrmError(f"data.source.domains={list(domains)} must all be among {sorted(DOMAINS)}")
+    if holdout_domain is not None and holdout_domain not in DOMAINS:
+        raise RankrmError(f"data.source.holdout_domain={holdout_domain!r} must be one of {sorted(DOMAINS)} or null")
+    return list(domains) + ([holdout_domain] if holdout_domain and holdout_domain not in domains else [])
+
+
+def prepare(data_dir: str | None, domains: Sequence[str], holdout_domain: str | None, **_: object) -> None:
+    """The source's prepare hook (one process per node, before reading): fetch the files if needed."""
+    locate(data_dir, domain_names(domains, holdout_domain))
+
+
 def load_vader(
     log: DropLog,
     seed: int,
-    data_dir: str | None = None,
-    domains: Sequence[str] = tuple(DOMAINS),
-    holdout_domain: str | None = None,
-    k: int = 4,
-    min_gap: float = 0.5,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    data_dir: str | None = None,  # folder of *_GroundTruth.txt; None: $RANKRM_VADER_DIR, the cache, a fetch
+    domains: Sequence[str] = tuple(DOMAINS),  # domain files to use; lists never mix domains
+    holdout_domain: str | None = None,  # test = that whole domain, train/val from the others
+    k: int = 4,  # responses per list
+    min_gap: float = 0.5,  # least mean-rating gap between neighbouring responses of a list
+    fractions: Sequence[float] = FRACTIONS,  # train/val/test shares of each domain's texts
+    grade_step: float | None = None,  # round each mean rating to a multiple of this first (1.0: a 9-point scale)
 ) -> tuple[dict[str, list[RankedList]], dict]:
-    """Read, split by text and build lists. Returns (split -> lists, info for `stats`)."""
-    names = list(domains) + ([holdout_domain] if holdout_domain and holdout_domain not in domains else [])
-    bad = [d for d in names if d not in DOMAINS]
-    if bad or k < 2 or min_gap < 0 or len(fractions) != 3 or min(fractions) < 0:
-        raise RankrmError(
-            f"vader: domains must be among {sorted(DOMAINS)} (got {bad or 'ok'}), "
-            f"k >= 2 (got {k}), min_gap >= 0 (got {min_gap}), fractions = 3 shares (got {list(fractions)})"
-        )
+    """Read, split by text and build lists. Returns (split -> lists, info for `stats`).
+
+    The parameters after `seed` are the `vader` source's `data.source` options. `grade_step` rounds
+    the means before lists are built, so neighbours can tie: graded data with ties, like star ratings.
+    """
+    names = domain_names(domains, holdout_domain)
+    step_ok = grade_step is None or grade_step > 0
+    checks = (
+        ("k", k, k >= 2, ">= 2"),
+        ("min_gap", min_gap, min_gap >= 0, ">= 0"),
+        ("grade_step", grade_step, step_ok, "null or > 0"),
+    )
+    for key, value, ok, need in checks:
+        if not ok:
+            raise RankrmError(f"data.source.{key}={value!r} must be {need}")
+    check_fractions(fractions)
     root = locate(data_dir, names)
     seen: set[str] = set()
     dup = 0
@@ -238,12 +248,13 @@ def load_vader(
                 dup += 1
                 continue
             seen.add(t.text)
-            texts.append(t)
+            texts.append(t if grade_step is None else replace(t, score=round(t.score / grade_step) * grade_step))
         if dom == holdout_domain:
             parts = {"train": [], "val": [], "test": texts}
         else:
             shares = (fractions[0], fractions[1], 0.0) if holdout_domain else fractions
-            parts = split_texts(texts, shares, seed, dom)
+            idx = split_by_id([t.id for t in texts], shares, f"{seed}:{dom}")
+            parts = {split: [texts[i] for i in idx[split]] for split in ("val", "test", "train")}
         for split, ts in parts.items():
             lists = build_lists(ts, k, min_gap, seed, f"{dom}:{split}")
             splits[split] += lists

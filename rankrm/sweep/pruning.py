@@ -2,42 +2,46 @@
 
 The sweep runs each trial as a `rankrm.train` subprocess; it adds this callback with overrides
   +callbacks.optuna_pruning._target_=rankrm.sweep.pruning.OptunaPruning
-  +callbacks.optuna_pruning.storage=<url> ...study_name=<name> ...trial_id=<id> ...monitor=val/pair_acc
-The callback opens the same storage, reports `monitor` at every validation (step = global step)
-and asks the study's pruner (spec stored on the study by the sweep). When pruned, it records
-`pruned_at_step` on the trial and sets `trainer.should_stop`: the run ends cleanly, writes its
-metrics, and the sweep (the parent) marks the trial PRUNED.
+  +callbacks.optuna_pruning.storage=env:RANKRM_SWEEP_STORAGE ...study_name=<name> ...trial_number=<n>
+  +callbacks.optuna_pruning.monitor=val/pair_acc
+(the sweep puts the URL in that variable of the trial's environment: a password stays out of argv
+and the trial's .hydra/). The callback opens the same storage, reports `monitor` at every
+validation (step = global step) and asks the study's pruner (spec stored on the study by the
+sweep). When pruned, it records `pruned_at_step` on the trial and sets `trainer.should_stop`: the
+run ends cleanly, writes its metrics, and the sweep (the parent) marks the trial PRUNED.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import optuna
 from lightning.pytorch.trainer.states import TrainerFn
 
-from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, build_pruner, open_storage
+from rankrm.sweep.storage import open_storage, resolve
+from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, build_pruner, trial_id
 
 log = logging.getLogger("rankrm")
 
 
 class OptunaPruning(pl.Callback):
-    """Report `monitor` to Optuna trial `trial_id` after each validation; stop training if pruned."""
+    """Report `monitor` to Optuna trial `trial_number` after each validation; stop training if pruned."""
 
-    def __init__(self, storage: str, study_name: str, trial_id: int, monitor: str = "val/pair_acc") -> None:
+    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str = "val/pair_acc") -> None:
         super().__init__()
         self.storage_url, self.study_name = storage, study_name
-        self.trial_id, self.monitor = int(trial_id), monitor
+        self.trial_number, self.monitor = int(trial_number), monitor
         self._trial: optuna.Trial | None = None
         self._warned = False
 
     def _get_trial(self) -> optuna.Trial:
         """Open the study lazily: only rank 0 talks to the storage (opening it costs a connection)."""
         if self._trial is None:
-            storage = open_storage(self.storage_url)
+            storage = open_storage(resolve(self.storage_url, Path.cwd()))
             # The sampler is never used here; RandomSampler keeps Trial() from doing sampler work.
             study = optuna.load_study(
                 study_name=self.study_name,
@@ -46,7 +50,7 @@ class OptunaPruning(pl.Callback):
                 pruner=build_pruner(None),
             )
             study.pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
-            self._trial = optuna.trial.Trial(study, self.trial_id)
+            self._trial = optuna.trial.Trial(study, trial_id(storage, self.study_name, self.trial_number))
         return self._trial
 
     def _should_prune(self, trainer: pl.Trainer) -> bool:

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from rankrm.io import atomic_write_text
+from rankrm.launch import metric_value
 from rankrm.sweep.space import Objective
 from rankrm.sweep.study import PRUNED_ATTR, PRUNER_ATTR, retried
 
@@ -31,18 +32,13 @@ def _fmt(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def _metric(t: FrozenTrial, metric: str) -> float | None:
-    """A metric of a trial from its stored metrics.json summary (`val/pair_acc` -> attrs['val']['pair_acc'])."""
-    node: Any = t.user_attrs
-    for part in metric.split("/"):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, (int, float)) else None
-
-
-def _note(t: FrozenTrial, again: dict[int, int]) -> str:
+def _note(t: FrozenTrial, again: dict[int, FrozenTrial]) -> str:
     a = t.user_attrs
     if t.number in again:
-        return f"{str(a.get('error', 'worker died')).split(';')[0]}; re-queued as #{again[t.number]}"
+        retry = again[t.number]
+        # Studies of older rankrm versions kept the reason on the dead trial, as `error: <why>; re-queued`.
+        why = retry.user_attrs.get("retry_reason") or str(a.get("error", "worker died")).split(";")[0]
+        return f"{why}; re-queued as #{retry.number}"
     if t.state == TrialState.PRUNED:
         return f"pruned at step {a.get(PRUNED_ATTR, '?')}"
     if t.state == TrialState.FAIL:
@@ -85,7 +81,7 @@ def _trials_table(study: optuna.Study, objectives: list[Objective], params: list
             t.number,
             t.state.name,
             *(t.params.get(p) for p in params),
-            *(_metric(t, m) for m in metrics),
+            *(metric_value(t.user_attrs, m) for m in metrics),
             _seconds(t),
             _note(t, again),
         ]
@@ -154,13 +150,9 @@ def _importance_section(study: optuna.Study, objectives: list[Objective]) -> lis
     return out
 
 
-def _dashboard_arg(url: str) -> str:
-    """optuna-dashboard takes RDB URLs as they are and a journal file by its path."""
-    return url[len("journal:") :] if url.startswith("journal:") else url
-
-
-def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objective], storage: str) -> Path:
-    """Write `<sweep_dir>/report.md` and `<sweep_dir>/figures/*.png`; returns the report path."""
+def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objective], storage: str, browse: str) -> Path:
+    """Write `<sweep_dir>/report.md` and `<sweep_dir>/figures/*.png`; returns the report path.
+    `storage`: the URL as shown (password masked); `browse`: the `optuna-dashboard` argument."""
     from rankrm.sweep.plots import write_figures
 
     trials = study.get_trials(deepcopy=False)
@@ -174,7 +166,7 @@ def write_report(study: optuna.Study, sweep_dir: Path, objectives: list[Objectiv
         f"- objectives: {', '.join(f'`{o.metric}` ({o.direction})' for o in objectives)}",
         f"- trials: {len(trials)} ({', '.join(f'{k.lower()} {v}' for k, v in states.items())})",
         f"- pruner: {pruner}" + (" (multi-objective: Optuna cannot prune)" if len(objectives) > 1 else ""),
-        f"- storage: `{storage}` (browse: `optuna-dashboard {_dashboard_arg(storage)}`)",
+        f"- storage: `{storage}` (browse: `optuna-dashboard {browse}`)",
         "",
         "## Trials",
         "",

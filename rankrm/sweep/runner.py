@@ -2,20 +2,18 @@
 
 Each trial is a `python -m rankrm.train` subprocess with the sampled params as Hydra overrides
 and `hydra.run.dir=<sweep dir>/trials/<number>`; its metrics.json gives the objective values.
-The study lives in an Optuna storage (sqlite in the sweep dir by default): re-running the
-command resumes it, `workers=N` runs N worker processes, and the same command on other hosts
-joins the study. `report_only=true` rewrites report.md and the figures from the storage.
+The study lives in an Optuna storage (sqlite in the sweep dir by default; `storage=` a URL, or
+`env:NAME` / `file:PATH` holding one): re-running the command resumes it, `workers=N` runs N
+worker processes (`worker.py`), and the same command on other hosts joins the study (hosts
+started together too; see README.md here). `report_only=true` rewrites report.md and the figures
+from the storage alone, on any host.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
 import sys
-import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,47 +23,40 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from rankrm import CONF_DIR
-from rankrm.errors import RankrmError
-from rankrm.sweep.space import Objective, hydra_value, override_key, parse_objectives, parse_space, sample, to_overrides
+from rankrm.errors import RankrmError, exit_on_user_error
+from rankrm.overrides import merge_overrides, override_key
+from rankrm.sweep.space import parse_objectives, parse_space
+from rankrm.sweep.storage import (
+    dashboard_arg,
+    has_password,
+    has_study_lock,
+    mask,
+    open_storage,
+    resolve,
+    study_lock,
+)
 from rankrm.sweep.study import (
-    PRUNED_ATTR,
     PRUNER_ATTR,
     budget_left,
     build_pruner,
     build_sampler,
     load_study,
-    open_storage,
     open_study,
     recover_dead_trials,
-    requeue,
-    storage_url,
-    worker_token,
+    requeue_stale,
 )
-from rankrm.sweep.trial import (
-    Outcome,
-    default_command,
-    die_with_parent,
-    drop_checkpoints,
-    objective_values,
-    run_child,
-    summary_attrs,
-)
+from rankrm.sweep.worker import run_worker, spawn_workers
 
 log = logging.getLogger("rankrm.sweep")
-
-
-def _last_wins(overrides: list[str]) -> list[str]:
-    """Drop overrides of a key that a later one sets again (extra_overrides beat train_overrides)."""
-    last = {override_key(o): i for i, o in enumerate(overrides)}
-    return [o for i, o in enumerate(overrides) if last[override_key(o)] == i]
 
 
 def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate the composed config once (in the parent) and derive what the workers need."""
     objectives = parse_objectives(cfg["objectives"])
     space = parse_space(cfg["params"])
-    model = _last_wins([str(o) for o in (cfg.get("train_overrides") or []) + (cfg.get("extra_overrides") or [])])
-    fixed = _last_wins([str(o) for o in cfg.get("base_overrides") or []] + model)
+    # Later overrides of a key win: extra_overrides beat train_overrides, which beat base_overrides.
+    model = merge_overrides(map(str, cfg.get("train_overrides") or []), map(str, cfg.get("extra_overrides") or []))
+    fixed = merge_overrides(map(str, cfg.get("base_overrides") or []), model)
     keys = {override_key(o) for o in fixed}
     for p in space:
         if p.name in keys:
@@ -84,6 +75,14 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = cfg.get("threads_per_trial") or max(1, cores // int(cfg["workers"]))
     sweep_dir = Path(cfg["dir"]).resolve()
+    spec = cfg.get("storage")
+    url = resolve(spec, sweep_dir)
+    if spec and has_password(spec):  # given as the URL itself: on the command line and in .hydra/
+        log.warning(
+            "storage URL holds a password: it is saved in %s/.hydra/ and shown by ps; "
+            "pass storage=env:NAME or storage=file:PATH instead (rankrm/sweep/README.md)",
+            sweep_dir,
+        )
     return dict(
         cfg,
         objectives=objectives,
@@ -93,160 +92,15 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
         pruning=pruning,
         sweep_dir=sweep_dir,
         threads=None if "threads" in keys | {p.name for p in space} else int(threads),
-        url=storage_url(cfg.get("storage"), sweep_dir),
-        command=[str(c) for c in cfg.get("command") or default_command()],
+        url=url,
+        dashboard=dashboard_arg(spec, url),
+        command=[str(c) for c in cfg.get("command") or []],  # []: python -m rankrm.train
     )
 
 
-def _child_command(s: dict[str, Any], trial: optuna.Trial, params: dict[str, Any], trial_dir: Path) -> list[str]:
-    """The training command of one trial: fixed overrides, sampled params (keys disjoint, see _settings),
-    threads, run dir, and the pruning callback when pruning is on."""
-    cmd = [*s["command"], *s["fixed"], *to_overrides(params)]
-    if s["threads"] is not None:
-        cmd.append(f"threads={s['threads']}")
-    cmd.append(f"hydra.run.dir={hydra_value(str(trial_dir))}")
-    if s["pruning"]:
-        cb = "+callbacks.optuna_pruning"
-        cmd += [
-            f"{cb}._target_=rankrm.sweep.pruning.OptunaPruning",
-            f"{cb}.storage={hydra_value(s['url'])}",
-            f"{cb}.study_name={hydra_value(s['study_name'])}",
-            f"{cb}.trial_id={trial._trial_id}",
-            f"{cb}.monitor={hydra_value(s['objectives'][0].metric)}",
-        ]
-    return cmd
-
-
-def _finish(study: optuna.Study, trial: optuna.Trial, out: Outcome, objectives: list[Objective]) -> None:
-    """Tell the study how the child ended: PRUNED (callback said so), FAIL (+ error) or COMPLETE."""
-    for key, value in summary_attrs(out.metrics).items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr("seconds", round(out.seconds, 2))
-    pruned = PRUNED_ATTR in study._storage.get_trial(trial._trial_id).user_attrs  # set by the child
-    error = out.error
-    values = None
-    if error is None and not pruned:
-        values, error = objective_values(out.metrics, objectives)
-    if error is not None:
-        trial.set_user_attr("error", error)
-        trial.set_user_attr("exit_code", out.exit_code)
-        study.tell(trial, state=TrialState.FAIL)
-        log.warning("trial %d FAILED (exit %s): %s", trial.number, out.exit_code, error.splitlines()[-1])
-    elif pruned:
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
-        study.tell(trial, values)
-
-
-def _run_trial(study: optuna.Study, trial: optuna.Trial, s: dict[str, Any]) -> None:
-    trial.set_user_attr("worker", worker_token())  # lets a restart spot this trial if we die
-    trial_dir = s["sweep_dir"] / "trials" / str(trial.number)
-    try:
-        params = sample(trial, s["space"])
-    except (ValueError, TypeError) as e:  # e.g. an enqueued value the space no longer allows
-        trial.set_user_attr("error", f"cannot sample params: {e}")
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    cmd = _child_command(s, trial, params, trial_dir)
-    # What defines this model (base_overrides only make sweep runs quiet): `rankrm.train <these>` reproduces it.
-    trial.set_user_attr("overrides", [*s["model_overrides"], *to_overrides(params)])
-    log.info("trial %d: %s", trial.number, " ".join(to_overrides(params)))
-    storage = study._storage
-    beat = None
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        beat = lambda: storage.record_heartbeat(trial._trial_id)  # noqa: E731
-    try:
-        out = run_child(cmd, trial_dir, s.get("trial_timeout_s"), beat, float(s["heartbeat_s"] or 30))
-    except (KeyboardInterrupt, SystemExit):
-        requeue(study, storage.get_trial(trial._trial_id), "sweep interrupted")
-        raise
-    _finish(study, trial, out, s["objectives"])
-    if not s["keep_checkpoints"]:
-        drop_checkpoints(trial_dir)
-
-
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # same path as Ctrl-C: stop the child, re-queue its trial
-
-
-def run_worker(s: dict[str, Any], index: int = 0) -> int:
-    """Ask-run-tell until the study holds n_trials finished/running trials; returns trials run here."""
-    if multiprocessing.parent_process() is not None:  # a spawned worker: no Hydra logging here
-        die_with_parent()
-        logging.basicConfig(
-            level=logging.INFO,
-            format=f"[%(asctime)s][worker {index}][%(levelname)s] %(message)s",
-            handlers=[logging.StreamHandler(), logging.FileHandler(s["sweep_dir"] / "sweep.log")],
-        )
-    if threading.current_thread() is not threading.main_thread():
-        return _work(s, index)  # signal handlers can only be set from the main thread
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        return _work(s, index)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _work(s: dict[str, Any], index: int) -> int:
-    """The worker loop: re-queue dead trials, check the budget, ask, run, tell."""
-    study = optuna.load_study(
-        study_name=s["study_name"],
-        storage=open_storage(s["url"], s["heartbeat_s"]),
-        sampler=build_sampler(s["sampler"], int(s["seed"])),
-        pruner=build_pruner(s["pruner"] if s["pruning"] else None),
-    )
-    done = 0
-    log.info("worker %d (pid %d) joined study %r", index, os.getpid(), s["study_name"])
-    while True:
-        recover_dead_trials(study)
-        if budget_left(study, int(s["n_trials"])) <= 0:
-            log.info("worker %d: study has its %s trials; ran %d here", index, s["n_trials"], done)
-            return done
-        with warnings.catch_warnings():  # we do record heartbeats ourselves, around the subprocess
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = study.ask()
-        # Params are drawn lazily at suggest time, so a sampler seeded by the (unique) trial number
-        # set now draws them: a sweep replays from its seed, also when resumed, and parallel
-        # workers (on any host) never share a random stream.
-        study.sampler = build_sampler(s["sampler"], int(s["seed"]) + trial.number)
-        _run_trial(study, trial, s)
-        done += 1
-
-
-def _spawn_workers(s: dict[str, Any]) -> None:
-    ctx = multiprocessing.get_context("spawn")  # no fork: the parent holds DB connections
-    procs = [ctx.Process(target=run_worker, args=(s, i), name=f"rankrm-sweep-{i}") for i in range(s["workers"])]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()  # SIGTERM: each worker re-queues its running trial
-        for p in procs:
-            p.join()
-        raise
-    bad = [p.name for p in procs if p.exitcode]
-    if bad:
-        log.error("worker(s) %s exited with an error; see the log above", ", ".join(bad))
-
-
-def sweep(cfg: dict[str, Any]) -> int:
-    """Run (or resume) the sweep described by `cfg`, write the report; returns the exit code."""
-    from rankrm.sweep.report import write_report  # matplotlib only when needed
-
-    s = _settings(cfg)
-    if s["report_only"]:
-        db = Path(s["url"][len("sqlite:///") :])
-        if s["url"].startswith("sqlite:///") and not db.is_file():
-            raise RankrmError(f"no sweep storage at {db}: run the sweep first (or pass dir=/storage=)")
-        study = load_study(open_storage(s["url"]), s["study_name"])
-        print(f"wrote {write_report(study, s['sweep_dir'], s['objectives'], s['url'])}")
-        return 0
-    s["sweep_dir"].mkdir(parents=True, exist_ok=True)
-    storage = open_storage(s["url"], s["heartbeat_s"])
-    study = open_study(
+def _join_study(storage: optuna.storages.BaseStorage, s: dict[str, Any]) -> optuna.Study:
+    """Create the study (and queue `enqueue`) or join it; the objectives must be those it was run with."""
+    study, created = open_study(
         storage,
         s["study_name"],
         [o.direction for o in s["objectives"]],
@@ -260,22 +114,41 @@ def sweep(cfg: dict[str, Any]) -> int:
         )
     study.set_user_attr("objectives", metrics)
     study.set_user_attr(PRUNER_ATTR, dict(s["pruner"]) if s["pruning"] else {"name": "none"})
-    if not study.get_trials(deepcopy=False):
+    if created:
         for params in s.get("enqueue") or []:
             study.enqueue_trial(dict(params), skip_if_exists=True)
-    recover_dead_trials(study)
+    recover_dead_trials(study, locked=has_study_lock(s["url"]))
+    return study
+
+
+def sweep(cfg: dict[str, Any]) -> int:
+    """Run (or resume) the sweep described by `cfg`, write the report; returns the exit code."""
+    from rankrm.sweep.report import write_report  # matplotlib only when needed
+
+    s = _settings(cfg)
+    if s["report_only"]:
+        db = Path(s["url"][len("sqlite:///") :])
+        if s["url"].startswith("sqlite:///") and not db.is_file():
+            raise RankrmError(f"no sweep storage at {db}: run the sweep first (or pass dir=/storage=)")
+        study = load_study(open_storage(s["url"]), s["study_name"])
+        print(f"wrote {write_report(study, s['sweep_dir'], s['objectives'], mask(s['url']), s['dashboard'])}")
+        return 0
+    s["sweep_dir"].mkdir(parents=True, exist_ok=True)
+    storage = open_storage(s["url"], s["heartbeat_s"], on_stale=requeue_stale)
+    with study_lock(s["url"], s["study_name"]):  # hosts starting together: one creates and queues, all join
+        study = _join_study(storage, s)
     log.info(
         "study %r in %s: %d trial(s) stored, %d to go",
         s["study_name"],
-        s["url"],
+        mask(s["url"]),
         len(study.get_trials(deepcopy=False)),
         max(0, budget_left(study, int(s["n_trials"]))),
     )
     if s["workers"] == 1:
         run_worker(s)
     else:
-        _spawn_workers(s)
-    path = write_report(study, s["sweep_dir"], s["objectives"], s["url"])
+        spawn_workers(s)
+    path = write_report(study, s["sweep_dir"], s["objectives"], mask(s["url"]), s["dashboard"])
     log.info("wrote %s", path)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"rankrm: error: no trial completed; see {s['sweep_dir']}/trials/*/stderr.txt", file=sys.stderr)
@@ -284,13 +157,11 @@ def sweep(cfg: dict[str, Any]) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
         code = sweep(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except RankrmError as e:
-        print(f"rankrm: error: {e}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("rankrm: interrupted; running trials were re-queued, re-run the command to resume", file=sys.stderr)
         sys.exit(130)

@@ -12,19 +12,16 @@ conditional spaces, e.g. a margin that only the pairwise loss uses).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rankrm.errors import RankrmError
+from rankrm.overrides import Value
 
-Value = bool | int | float | str | None
 _KEYS = {"choice": {"choices"}, "int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"}}
 _DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
-_BARE = re.compile(r"[A-Za-z_][\w\-./]*")  # Hydra reads these unquoted as the same string
-_RESERVED = {"true", "false", "null", "none", "nan", "inf"}  # words Hydra would not read as strings
 _NAME = re.compile(r"[A-Za-z_][\w]*(\.[\w]+)*")
 
 
@@ -133,36 +130,6 @@ def sample(trial: Any, space: list[Param]) -> dict[str, Value]:
 _MISSING = object()
 
 
-def hydra_value(v: Value) -> str:
-    """Render a value for a Hydra command-line override ('1' or 'true' as strings get quoted)."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise RankrmError(f"cannot pass non-finite value {v} as an override")
-        return repr(v)
-    if _BARE.fullmatch(v) and v.lower() not in _RESERVED:
-        return v
-    # Hydra quoted strings: only backslashes right before a quote (or the closing quote) are escapes.
-    v = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, v)
-    return "'" + v.replace("'", "\\'") + "'"
-
-
-def to_overrides(params: Mapping[str, Value]) -> list[str]:
-    """Trial params -> Hydra overrides: groups/top-level fields as `k=v`, nested fields as `++k=v`
-    (`++` adds the key when the chosen group lacks it, e.g. a loss kwarg absent from its yaml)."""
-    return [f"{k}={hydra_value(v)}" if "." not in k else f"++{k}={hydra_value(v)}" for k, v in params.items()]
-
-
-def override_key(override: str) -> str:
-    """The key an override sets: `++a.b=1` -> `a.b`, `~x` -> `x`, `loss=pairwise` -> `loss`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def parse_objectives(objectives: Any) -> list[Objective]:
     """`[{metric: val/pair_acc, direction: maximize}, ...]` -> Objectives (names must be distinct)."""
     if not isinstance(objectives, (list, tuple)) or not objectives:
@@ -177,15 +144,3 @@ def parse_objectives(objectives: Any) -> list[Objective]:
     if len({o.metric for o in out}) != len(out):
         raise RankrmError("objectives: each metric may appear once")
     return out
-
-
-def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
-    """Look up `val/pair_acc` in a metrics.json dict; None if absent or not a finite number."""
-    node: Any = metrics
-    for part in metric.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
-        return None
-    return float(node)

@@ -1,4 +1,4 @@
-"""Run one sweep trial as a training subprocess and turn its outcome into an Optuna state.
+"""Run one sweep trial as a training subprocess (through `rankrm.launch`) and read what it left.
 
 The child is `<command> <overrides> hydra.run.dir=<trial dir>`; it writes `<trial dir>/metrics.json`.
 A subprocess isolates crashes (OOM, segfaults, a hung run) from the study, and the worker keeps
@@ -7,38 +7,15 @@ a heartbeat in the storage while it waits.
 
 from __future__ import annotations
 
-import ctypes
-import json
-import logging
-import os
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankrm.sweep.space import Objective, metric_value
-
-log = logging.getLogger("rankrm.sweep")
-_PR_SET_PDEATHSIG = 1
-_HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR"  # Hydra's last line on any error: noise here
-
-
-def die_with_parent() -> None:
-    """Linux: SIGTERM this process when its parent dies, so a killed sweep leaves no orphan training."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: a killed sweep may leave its current trial running to the end
-
-
-def default_command() -> list[str]:
-    return [sys.executable, "-m", "rankrm.train"]
+from rankrm.launch import launch, metric_value, read_metrics
+from rankrm.sweep.space import Objective
 
 
 @dataclass
@@ -57,91 +34,24 @@ def run_child(
     timeout_s: float | None = None,
     beat: Callable[[], None] | None = None,
     beat_every_s: float = 30.0,
-    tail_lines: int = 20,
+    env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run `cmd` with stdout/stderr in `trial_dir`; call `beat()` every `beat_every_s` while it runs.
-    On KeyboardInterrupt/SystemExit in the worker the child is terminated and the exception re-raised."""
+    `env`: the child's environment (None: this process's). On KeyboardInterrupt/SystemExit in the
+    worker the child is stopped and the exception re-raised."""
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "metrics.json").unlink(missing_ok=True)  # a leftover (dir reused by a new study) must not count
     (trial_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
-    start = time.monotonic()
-    with open(trial_dir / "stdout.txt", "wb") as out, open(trial_dir / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent if os.name == "posix" else None,
-        )
-        try:
-            code = _wait(proc, start, timeout_s, beat, beat_every_s)
-        except BaseException:
-            _stop(proc)
-            raise
-    seconds = time.monotonic() - start
-    metrics = _read_metrics(trial_dir / "metrics.json")
-    error = None
-    if code is None:
-        error = f"timeout: killed after {timeout_s:g} s"
-    elif code != 0:
-        error = tail(trial_dir / "stderr.txt", tail_lines) or f"exit code {code}, no stderr"
-    return Outcome(code, metrics, error, seconds)
-
-
-def _wait(
-    proc: subprocess.Popen, start: float, timeout_s: float | None, beat: Callable[[], None] | None, beat_every_s: float
-) -> int | None:
-    """Poll the child; None means it hit the timeout and was stopped."""
-    last_beat = time.monotonic()
-    if beat is not None:
-        beat()
-    while True:
-        try:
-            return proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            pass
-        now = time.monotonic()
-        if timeout_s is not None and now - start > timeout_s:
-            _stop(proc)
-            return None
-        if beat is not None and now - last_beat >= beat_every_s:
-            beat()
-            last_beat = now
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if the child does not exit within `grace_s`."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def tail(path: Path, n: int, max_chars: int = 4000) -> str:
-    """The last `n` non-empty lines of a text file (at most `max_chars`), '' if none."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))  # a traceback's end fits; avoids reading huge logs
-            text = f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-    lines = [
-        ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith(_HYDRA_HINT)
-    ]
-    return "\n".join(lines[-n:])[-max_chars:]
+    fin = launch(
+        cmd,
+        trial_dir / "stdout.txt",
+        stderr=trial_dir / "stderr.txt",
+        env=env,
+        timeout_s=timeout_s,
+        heartbeat=beat,
+        heartbeat_s=beat_every_s,
+    )
+    return Outcome(fin.exit_code, read_metrics(trial_dir), fin.error, fin.seconds)
 
 
 def objective_values(metrics: dict[str, Any], objectives: Sequence[Objective]) -> tuple[list[float] | None, str | None]:

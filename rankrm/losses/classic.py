@@ -1,20 +1,7 @@
-"""Ranking losses for reward models trained on ranked lists; one pure function per loss.
-
-Every loss has the signature `fn(rewards, labels, mask, **kwargs) -> scalar tensor` with
-`rewards (B, K)` float, `labels (B, K)` float (higher is better, ties allowed), `mask (B, K)`
-bool (False = padding); the valid pairs are those of `rankrm.pairs.pair_mask`. A list is
-*eligible* when it has at least one valid pair; lists whose real labels all tie carry no
-ranking information and are left out of every per-list mean. When no list of the batch has
-a pair, every loss returns an exact 0 that is still attached to `rewards` (zero gradient),
-never NaN. Padded slots may hold any garbage, NaN included: it changes no value or gradient.
-Bad kwargs (a config error) raise `RankrmError`.
-
-`LOSSES` maps the Hydra name (`conf/loss/<name>.yaml`) to the function.
-"""
+"""The first six losses: Bradley-Terry pairs, InstructGPT's ranked list (and the seed's bare-sigmoid
+variant), ListNet, ListMLE and LambdaRank. The batch contract is in `rankrm.losses`."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,9 +156,11 @@ def listmle(
     return mean_over_lists(nll, pair_mask(labels, mask).any(dim=(1, 2)))
 
 
-def _lambda_weights(rewards: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
-    """|delta NDCG| of swapping i and j in the current reward order: (B, K) -> (B, K, K)."""
-    gain = linear_gain(labels, mask).to(rewards.dtype)  # (B, K)
+def reward_positions(rewards: Tensor, gain: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Where each item sits in the current reward order: (B, K) -> ahead (B, K), group (B, K) long.
+
+    `ahead` counts the real items ranked strictly before it, `group` the items it is interchangeable
+    with (itself included), so it occupies one of the positions [ahead, ahead + group)."""
     r = masked(rewards.detach(), mask)
     # Reward ties are broken pessimistically (worse label ranked first), so exactly tied rewards
     # (e.g. a fresh zero-initialised head) still get distinct positions and non-zero weights.
@@ -181,7 +170,14 @@ def _lambda_weights(rewards: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     real_k = mask.unsqueeze(1)  # (B, 1, K)
     ahead = (real_k & ((r_k > r_i) | ((r_k == r_i) & (g_k < g_i)))).sum(dim=-1)  # (B, K)
     group = (real_k & (r_k == r_i) & (g_k == g_i)).sum(dim=-1)  # (B, K)
+    return ahead, group
+
+
+def lambda_weights(rewards: Tensor, gain: Tensor, mask: Tensor) -> Tensor:
+    """|delta NDCG| of swapping i and j in the current reward order: (B, K) gains -> (B, K, K)."""
+    ahead, group = reward_positions(rewards, gain, mask)
     disc = shared_discount(ahead, group, [None], rewards.dtype)[0]  # (B, K)
+    g_i, g_k = gain.unsqueeze(2), gain.unsqueeze(1)
     swap = (g_i - g_k).abs() * (disc.unsqueeze(2) - disc.unsqueeze(1)).abs()  # (B, K, K)
     idcg = ideal_dcg(gain, [None])  # (B, 1); 0 only for lists without pairs
     return swap / masked(idcg, idcg > 0, 1.0).unsqueeze(-1)  # (B, K, K)
@@ -202,16 +198,6 @@ def lambdarank(rewards: Tensor, labels: Tensor, mask: Tensor, *, sigma: float = 
         raise RankrmError(f"lambdarank sigma must be > 0, got {sigma}")
     pairs = pair_mask(labels, mask)
     with torch.no_grad():
-        weights = _lambda_weights(rewards, labels, mask)  # (B, K, K)
+        weights = lambda_weights(rewards, linear_gain(labels, mask).to(rewards.dtype), mask)  # (B, K, K)
     nll = -F.logsigmoid(float(sigma) * pair_diff(rewards, mask))
     return mean_over_lists(list_pair_mean(weights * nll, pairs), pairs.any(dim=(1, 2)))
-
-
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "pairwise": pairwise,
-    "ranklist": ranklist,
-    "ranklist_sigmoid": ranklist_sigmoid,
-    "listnet": listnet,
-    "listmle": listmle,
-    "lambdarank": lambdarank,
-}
