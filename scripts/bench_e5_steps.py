@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import machine_info, markdown_table, median_runs, run_worker, write_report
+from bench_common import load_line, machine_info, markdown_table, median_runs, run_worker, write_report
 
 from rankrm.paths import data_root
 
@@ -119,7 +119,7 @@ def main() -> int:
     )  # fmt: skip
     info = machine_info(args.threads)
     payload = {"args": vars(args), "machine": info, "rows": rows, "runs": runs, "command": " ".join(sys.argv)}
-    write_report(args.out, payload, table)
+    write_report(args.out, payload, table + "\n\n" + load_line(info))
     return 0
 
 
