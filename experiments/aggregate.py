@@ -38,6 +38,22 @@ COLUMNS = [
 ]
 
 
+# Length bias and calibration of the test split (`test_report` in metrics.json, written by rankrm.train through
+# rankrm.evaluation): a second table for the ablations whose runs recorded one.
+REPORT_COLUMNS = [
+    ("test pair acc", "test_report/metrics/pair_acc", 3),
+    ("Spearman(reward, length)", "test_report/length_bias/spearman_mean", 3),
+    ("acc, better is longer", "test_report/length_bias/acc_better_longer", 3),
+    ("acc, better is shorter", "test_report/length_bias/acc_better_shorter", 3),
+    ('"longer wins"', "test_report/length_bias/longer_wins_acc", 3),
+    ("NLL (T=1)", "test_report/calibration/nll_before", 3),
+    ("ECE (T=1)", "test_report/calibration/ece_before", 3),
+    ("T (fit on val)", "test_report/calibration/temperature", 3),
+    ("NLL (fitted T)", "test_report/calibration/nll_after", 3),
+    ("ECE (fitted T)", "test_report/calibration/ece_after", 3),
+]
+
+
 def metric(record: dict[str, Any], path: str) -> float | None:
     """`val/pair_acc` -> record["metrics"]["val"]["pair_acc"]; `data/train.overlong_filtered` digs into dicts;
     `last_epoch/loss` reads the last point of the per-epoch val curve."""
@@ -87,6 +103,21 @@ def table(spec: Spec, arms: dict[str, list[dict[str, Any]]]) -> str:
         ref = spec.paired_to.get(arm, order[0])
         cells += [delta_cell(arm, ref, arms, p, named=ref != order[0]) for _, p in PAIRED]
         lines.append(f"| {arm} | {len(recs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_table(spec: Spec, arms: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Length bias and calibration per arm (mean ± 95% CI over seeds); None if no run recorded a test_report."""
+    order = [a for a in spec.arms if a in arms]
+    if all(metric(r, REPORT_COLUMNS[0][1]) is None for a in order for r in arms[a]):
+        return None
+    lines = [
+        "| arm | seeds | " + " | ".join(c[0] for c in REPORT_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(REPORT_COLUMNS),
+    ]
+    for arm in order:
+        cells = [fmt([v for r in arms[arm] if (v := metric(r, p)) is not None], d) for _, p, d in REPORT_COLUMNS]
+        lines.append(f"| {arm} | {len(arms[arm])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -165,6 +196,10 @@ def section(
             table(spec, arms),
             "",
         ]
+        lengths = report_table(spec, arms)
+        if lengths:
+            out += ["Length bias and calibration of P(i > j) = sigmoid((r_i - r_j) / T) on test (`test_report`):", ""]
+            out += [lengths, ""]
         missing = [
             a + (" (GPU arm: `--budget full` only)" if a in spec.gpu_arms else "") for a in spec.arms if a not in arms
         ]

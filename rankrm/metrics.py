@@ -149,29 +149,40 @@ def _check_cutoffs(cutoffs: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
-def _batch_sums(rewards: Tensor, labels: Tensor, mask: Tensor, cutoffs: tuple[int, ...]) -> dict[str, Tensor]:
-    """Additive sufficient statistics of one batch; every metric is a ratio of two of them."""
+def per_list_metrics(
+    rewards: Tensor, labels: Tensor, mask: Tensor, cutoffs: Sequence[int] = (1, 3)
+) -> dict[str, Tensor]:
+    """Each list's own values, all (B,): `n_pairs`, `correct` (long), `eligible` (bool), and `kendall_tau`,
+    `top1_acc`, `ndcg`, `ndcg@c`, `exact_order` (float, 0 where the list is not eligible). Every epoch
+    metric is a pooled ratio of their sums (`RankingMetrics`); `rankrm.evaluation` resamples them."""
     check_batch(rewards, labels, mask)
+    cutoffs = _check_cutoffs(cutoffs)
     rewards = rewards.detach()
     n_pairs, correct = _pair_counts(rewards, labels, mask)
     eligible = n_pairs > 0  # (B,)
-    per_list = torch.cat(
-        [
-            _kendall_tau_b(rewards, labels, mask).unsqueeze(-1),
-            _top1(rewards, labels, mask).unsqueeze(-1),
-            _ndcg(rewards, labels, mask, [None, *cutoffs]),
-        ],
-        dim=-1,
-    )  # (B, 2 + 1 + C): tau, top1, ndcg, ndcg@c...
-    list_sums = torch.where(eligible.unsqueeze(-1), per_list, 0.0).sum(dim=0).float()
+    ndcgs = _ndcg(rewards, labels, mask, [None, *cutoffs])  # (B, 1 + C)
+    values = {
+        "kendall_tau": _kendall_tau_b(rewards, labels, mask),
+        "top1_acc": _top1(rewards, labels, mask),
+        "ndcg": ndcgs[:, 0],
+        **{f"ndcg@{c}": ndcgs[:, 1 + n] for n, c in enumerate(cutoffs)},
+        "exact_order": (correct == n_pairs).to(_work_dtype(rewards)),
+    }
+    out = {k: torch.where(eligible, v, 0.0).float() for k, v in values.items()}
+    return {"n_pairs": n_pairs, "correct": correct, "eligible": eligible, **out}
+
+
+def _batch_sums(rewards: Tensor, labels: Tensor, mask: Tensor, cutoffs: tuple[int, ...]) -> dict[str, Tensor]:
+    """Additive sufficient statistics of one batch; every metric is a ratio of two of them."""
+    per = per_list_metrics(rewards, labels, mask, cutoffs)
     return {
-        "correct_pairs": correct.sum(),
-        "total_pairs": n_pairs.sum(),
-        "total_lists": eligible.sum(),
-        "exact_lists": (eligible & (correct == n_pairs)).sum(),
-        "tau_sum": list_sums[0],
-        "top1_sum": list_sums[1],
-        "ndcg_sum": list_sums[2:],
+        "correct_pairs": per["correct"].sum(),
+        "total_pairs": per["n_pairs"].sum(),
+        "total_lists": per["eligible"].sum(),
+        "exact_lists": (per["exact_order"] > 0).sum(),  # integer count, exact at any size
+        "tau_sum": per["kendall_tau"].sum(),
+        "top1_sum": per["top1_acc"].sum(),
+        "ndcg_sum": torch.stack([per["ndcg"], *(per[f"ndcg@{c}"] for c in cutoffs)], dim=-1).sum(dim=0),
     }
 
 

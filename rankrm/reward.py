@@ -5,7 +5,9 @@ An export (transformers or sentence-transformers format, `rankrm.export`) is rea
 `RewardModel` -- backbone, pooling, head and reward norm: the forward training ran -- with its tokenizer
 and the input format recorded in rankrm.json, so `rankrm.score` and the reward function build the
 token sequences training built (`rankrm.inputs`: text pair, prompt joiner, chat template) and return
-the scores `rankrm.score` prints.
+the scores `rankrm.score` prints. `load_classifier` reads any other one-label
+`AutoModelForSequenceClassification` (a third-party reward model) into the same `LoadedRewardModel`, so
+`rankrm.evaluate` scores every model through `score_lists`.
 
     reward = rankrm.reward_function("outputs/.../model")
     GRPOTrainer(model=policy, reward_funcs=reward, ...)   # TRL calls reward(prompts=..., completions=..., ...)
@@ -27,7 +29,7 @@ import torch
 
 from rankrm.data.records import RankedList
 from rankrm.errors import RankrmError
-from rankrm.inputs import InputFormat, as_prompt, completion_text
+from rankrm.inputs import DEFAULT_FORMAT, InputFormat, as_prompt, completion_text
 from rankrm.model import RewardModel
 
 
@@ -35,7 +37,7 @@ from rankrm.model import RewardModel
 class LoadedRewardModel:
     """An export read back: the model (eval, no grad), its tokenizer, its input format and rankrm.json."""
 
-    model: RewardModel
+    model: RewardModel | ClassifierScores  # called as `model(**batch) -> (N,)` rewards
     tokenizer: Any
     input_format: InputFormat
     metadata: dict[str, Any]
@@ -56,6 +58,13 @@ def _default_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
 
 
+def placement(device: str | torch.device | None, dtype: torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+    """Where a loaded model runs and in which dtype: `device` (default `_default_device`) and `dtype`
+    (default bf16 on a GPU, else fp32)."""
+    dev = _default_device(device)
+    return dev, dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
 def load_reward_model(
     model_dir: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> LoadedRewardModel:
@@ -69,8 +78,7 @@ def load_reward_model(
     if not (d / "rankrm.json").is_file():
         raise RankrmError(f"{d} is not a rankrm export (no rankrm.json); export one with rankrm-train")
     meta = json.loads((d / "rankrm.json").read_text())
-    dev = _default_device(device)
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dev, dtype = placement(device, dtype)
     fmt, pooling = InputFormat.from_metadata(meta), meta["pooling"]
     hf_logging.disable_progress_bar()
     try:
@@ -88,6 +96,51 @@ def load_reward_model(
         model.set_reward_norm(norm["mean"], norm["std"])  # a bias-free head: the norm is applied here
     model.requires_grad_(False)
     return LoadedRewardModel(model.to(dev, dtype).eval(), tokenizer, fmt, meta, d)
+
+
+class ClassifierScores(torch.nn.Module):
+    """A third-party reward model (`AutoModelForSequenceClassification`, one label) called as a `RewardModel`:
+    `forward(input_ids, attention_mask, token_type_ids=None) -> (N,)` rewards, its logit."""
+
+    def __init__(self, classifier: torch.nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.classifier(input_ids=input_ids, attention_mask=attention_mask, **kw).logits[:, 0]  # (N, 1) -> (N,)
+
+
+def load_classifier(
+    model_dir: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> LoadedRewardModel:
+    """Any local `AutoModelForSequenceClassification` dir with one label (a reward model not trained by rankrm;
+    safetensors only: a pickled checkpoint can run code on load), scored with rankrm's default input format,
+    the inputs TRL and `pipeline` give it. A tokenizer without a pad token pads with eos, as RewardBench's
+    runner does. `device` / `dtype` as in `load_reward_model`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    d = Path(model_dir).expanduser()
+    if not (d / "config.json").is_file():
+        raise RankrmError(f"{d} is not a transformers model dir (no config.json)")
+    dev, dtype = placement(device, dtype)
+    hf_logging.disable_progress_bar()
+    try:
+        clf = AutoModelForSequenceClassification.from_pretrained(d, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(d)
+    except (OSError, ValueError) as e:
+        raise RankrmError(f"could not load the model in {d}: {str(e).strip().splitlines()[0]}") from e
+    if clf.config.num_labels != 1:
+        raise RankrmError(f"{d} has {clf.config.num_labels} labels; a reward model has 1")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(clf.config, "pad_token_id", None) is None:  # a decoder classifier finds its last token by it
+        clf.config.pad_token_id = tokenizer.pad_token_id
+    model = ClassifierScores(clf).requires_grad_(False)
+    return LoadedRewardModel(model.to(dev, dtype).eval(), tokenizer, DEFAULT_FORMAT, {}, d)
 
 
 def score_lists(

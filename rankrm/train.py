@@ -222,6 +222,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         metrics["export"] = _export(cfg, module, tokenizer, dm, metrics, out_dir)
+        from rankrm.evaluation.run import test_report  # issue 16: RewardBench-style report of the test split
+
+        metrics["test_report"] = test_report(cfg, module.model, tokenizer, dm.input_format, out_dir)
         atomic_write_json(out_dir / "metrics.json", metrics)
         log.info("wrote %s", out_dir / "metrics.json")
     return metrics

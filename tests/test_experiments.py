@@ -256,6 +256,28 @@ def test_aggregate_writes_tables_from_records_only(tmp_path: Path) -> None:
     )
 
 
+def test_aggregate_tables_length_bias_and_calibration_when_runs_have_a_test_report(tmp_path: Path) -> None:
+    rhos = {"ranklist": [0.10, 0.20, 0.15], "listnet": [0.30, 0.25, 0.35]}
+    for arm, values in rhos.items():
+        for seed, rho in enumerate(values):
+            rec = _record(arm, seed, 0.8)
+            rec["metrics"]["test_report"] = {
+                "metrics": {"pair_acc": 0.8},
+                "length_bias": {"spearman_mean": rho, "longer_wins_acc": 0.5},
+                "calibration": {"nll_before": 0.4, "ece_before": 0.05, "temperature": 2.0},
+            }
+            p = common.result_path(tmp_path / "results", "loss_family", "quick", arm, seed)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(rec))
+    assert aggregate.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Length bias and calibration" in text
+    half = stats.t.ppf(0.975, 2) * stats.sem(rhos["listnet"])
+    section = text[text.index("Length bias and calibration") :]
+    row = next(line for line in section.splitlines() if line.startswith("| listnet | 3 |"))
+    assert row.split(" | ")[3] == f"0.300 ± {half:.3f}", row  # after arm, seeds, test pair acc
+
+
 def test_paired_to_compares_an_arm_with_its_own_reference(tmp_path: Path) -> None:
     """pooling_oasst's decoder mean arm is paired with the decoder's last token (same backbone), not
     with the encoder arm that heads the table; the last-token arm is paired with that one."""

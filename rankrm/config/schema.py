@@ -57,6 +57,9 @@ class Train(Schema):
     resume: bool = False
     # evaluate the best checkpoint on the test split after training
     test: bool = True
+    # with test: also evaluate the best checkpoint on test as `python -m rankrm.evaluate` does (length bias,
+    # calibration, breakdowns, bootstrap intervals): <run dir>/evaluation/, metrics.json `test_report`
+    test_report: bool = True
     # write <run dir>/model/, a transformers AutoModelForSequenceClassification (needs pooling pooler or last_token)
     export: bool = True
     # NDCG cutoffs reported as ndcg@k besides full-list ndcg
