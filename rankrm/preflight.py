@@ -77,13 +77,14 @@ def check_export(cfg: DictConfig) -> None:
 
 
 def _read_data(cfg: DictConfig) -> Any:
-    """Read and validate every record now (no tokenizer needed); the data module reuses the lists."""
-    from rankrm.data.sources import read_source
+    """Validate every record now, streamed (no tokenizer needed; skipped for content validated before)."""
+    from rankrm.data.cache import check_source
 
     if cfg.data.get("source") is None:
         raise RankrmError("data.source is missing: pick a data config (data=jsonl, data=vader, ...)")
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
-    return read_source(source, int(cfg.seed), bool(cfg.data.get("skip_invalid", False)))
+    skip = bool(cfg.data.get("skip_invalid", False))
+    return check_source(source, int(cfg.seed), skip, cfg.data.cache_dir, bool(cfg.data.cache))
 
 
 def _resume_path(cfg: DictConfig) -> str | None:

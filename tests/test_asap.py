@@ -11,7 +11,7 @@ import pytest
 from data_fixtures import write_asap
 
 from rankrm.data.asap import ASPECTS, FILES, deal, load_asap, read_reviews
-from rankrm.data.sources import read_source
+from rankrm.data.sources import read_source, resolve
 from rankrm.data.validate import DropLog
 from rankrm.errors import DataError, RankrmError
 
@@ -83,6 +83,7 @@ def test_through_the_source_config_and_all_tied_lists_are_counted(asap: Path) ->
     data = read_source(source, seed=0)
     assert set(data.splits) == {"train", "val", "test"} and data.info["reviews"]["val"] == 40
     assert len(data.splits["train"]) > 0
+    assert resolve(source).content() == [str(asap / name) for name in FILES.values()]  # what the token cache hashes
     with pytest.raises(RankrmError, match=r"unknown option\(s\) \['kk'\]"):
         read_source({**source, "kk": 3}, seed=0)
 

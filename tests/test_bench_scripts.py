@@ -135,3 +135,33 @@ def test_bench_e5_steps_compares_the_e5_settings_beside_minilm(tmp_path: Path) -
     assert rows["e5_head_only"]["trainable_m"] < rows["e5_frozen_word_emb"]["trainable_m"]
     assert all(r["step_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
     assert "load average" in result["markdown"]
+
+
+def test_bench_data_builds_maps_and_runs_the_in_memory_path_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_data.py"), "--quick", "--backbone", "tiny_bert", "--cli"]
+    cmd += ["--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    build, (cached,), (before,) = row["runs"]["build"], row["runs"]["cached"], row["runs"]["before"]
+    assert build["cache_hit"] is False and cached["cache_hit"] is True and before["cache_hit"] is None
+    # the three paths hand the first step the same batch of the same training lists
+    assert build["batch_shape"] == cached["batch_shape"] == before["batch_shape"]
+    assert build["epoch_batches"] == cached["epoch_batches"] == before["epoch_batches"] == 4  # 32 lists, 8 a batch
+    assert row["cached_epoch_s"] > 0 and row["before_epoch_s"] > 0
+    assert build["train_lists"] == cached["train_lists"] == before["train_lists"] == 32  # 40 lists, 0.8 train
+    assert row["tokens"] == build["cache_tokens"] == row["runs"]["bare"]["tokens"] > 0  # the same texts
+    assert row["build_tok_s"] > 0 and row["bare_tok_s"] > 0 and row["cached_s"] > 0 and row["before_s"] > 0
+    assert row["cli_rss_mb"] > 0 and row["cli_small_rss_mb"] > 0
+
+
+def test_bench_token_storage_reads_the_same_batches_from_each_layout(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_token_storage.py"), "--quick", "--backbone", "tiny_bert"]
+    cmd += ["--workdir", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [r["layout"] for r in res["rows"]] == ["numpy", "arrow", "datasets"]
+    assert all(r["batch_us"] > 0 and r["mb"] > 0 and r["same_batch_as_numpy"] for r in res["rows"])

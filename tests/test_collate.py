@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from data_fixtures import CountingTokenizer, minilm_tokenizer
@@ -114,7 +115,8 @@ def test_chat_prompts_use_the_chat_template_and_truncate_old_turns(tok) -> None:
 def test_padding_counts_match_the_collated_batches(tok) -> None:
     enc, _ = encode_lists(tok, _lists(), 64)
     batches = [[0, 2], [1]]
-    real, pad = padding_counts(batches, enc)
+    sizes = [np.array(v) for v in zip(*((e.k, e.n_tokens, e.max_len) for e in enc))]
+    real, pad = padding_counts(batches, *sizes)
     coll = RankCollator(tok.pad_token_id)
     masks = [coll([enc[i] for i in b])["attention_mask"] for b in batches]
     assert real == sum(int(m.sum()) for m in masks) and pad == sum(int((m == 0).sum()) for m in masks)

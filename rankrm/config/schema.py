@@ -114,6 +114,12 @@ class Data(Schema):
     limit_val: Count | None = None
     # same for test
     limit_test: Count | None = None
+    # keep the tokens (flat memory-mapped arrays, rankrm/data/README.md) for later runs, sweep trials and DDP ranks
+    # with the same content, tokenizer and options; false: tokenise into a private folder, deleted at exit
+    cache: bool = True
+    # where token caches live; null = $RANKRM_DATA_CACHE_DIR, else $RANKRM_CACHE_DIR/data, else
+    # <user cache dir>/rankrm/data (rankrm.paths.data_cache_root)
+    cache_dir: str | None = None
     # what to read: `reader` and its options, set by conf/data/<name>.yaml; checked by rankrm.data.sources
     source: dict[str, Any] | None = None
 

@@ -17,20 +17,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from rankrm.paths import cache_root
+
 log = logging.getLogger(__name__)
 
 # A finished entry has it: `save_pretrained` writes it, and the rename publishes the whole dir at once.
 DONE_MARKER = "config.json"
-
-
-def cache_root() -> Path:
-    """Where converted models are cached: $RANKRM_CACHE_DIR, else the user cache dir."""
-    env = os.environ.get("RANKRM_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("rankrm"))
 
 
 def cached_dir(name: str, key: str, convert: Callable[[Path], None], what: str) -> Path:

@@ -1,4 +1,4 @@
-"""Ranked-list data: sources and record formats -> validated `RankedList`s -> splits -> token batches.
+"""Ranked-list data: sources and record formats -> validated `RankedList`s -> token cache -> splits -> batches.
 
 Where each piece lives (what to touch to add one):
   records.py     `RankedList`, the one record every format produces
@@ -10,5 +10,9 @@ Where each piece lives (what to touch to add one):
   vader.py       the VADER builder (the default data)
   splits.py      every split rule: group carving, fractions, per-split files, VADER's split by text
   validate.py    field checks and the `DropLog` of invalid records
+  cachekey.py    the token cache's key: source content, tokenizer state, length options
+  tokencache.py  a cache entry's files (flat token arrays + offsets) and the streaming writer
+  cache.py       open or build an entry (lock, atomic rename, validation); preflight's streamed check
+  items.py       a split over an entry: carving, limits, filters, pairs, as index arrays
   tokenize.py, collate.py, sampler.py, datamodule.py   tokens, batches and the Lightning data module
 """

@@ -125,6 +125,15 @@ def deal(reviews: Sequence[Review], k: int, ties: bool, rng: random.Random) -> t
     return lists, sum(len(v) for v in levels.values())
 
 
+def _root(data_dir: str | None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else data_root() / FOLDER
+
+
+def files(data_dir: str | None, **_: object) -> list[str]:
+    """The source's content hook (the token cache key hashes them): the three sample CSVs."""
+    return [str(_root(data_dir) / name) for name in FILES.values()]
+
+
 def load_asap(
     log: DropLog,
     seed: int,
@@ -142,7 +151,7 @@ def load_asap(
         raise RankrmError(f"data.source.k={k!r} must be in 2..5 (ASAP has 5 star levels)")
     if bad or not chosen:
         raise RankrmError(f"data.source.aspects={aspects!r} must be null or a non-empty list of {', '.join(ASPECTS)}")
-    root = Path(data_dir).expanduser() if data_dir else data_root() / FOLDER
+    root = _root(data_dir)
     splits: dict[str, list[RankedList]] = {}
     info: dict = {"data_dir": str(root), "reviews": {}, "lists_with_ties": {}, "mentions_unused": {}}
     for split, name in FILES.items():

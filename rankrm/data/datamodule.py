@@ -1,10 +1,15 @@
-"""`RankDataModule`: read -> validate -> split -> tokenise once -> length-grouped batches.
+"""`RankDataModule`: read -> validate -> tokenise once into the token cache -> split -> batches.
 
 The runner builds it with `hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)`.
-`setup()` does all the work once (later calls return at once, so fit and test share it) and
-fills `stats`, a JSON-serialisable dict for metrics.json:
+`setup()` maps the source's token cache (`rankrm.data.cache`: built on the first run, mapped by
+every later run, sweep trial and DDP rank), then carves the splits, filters and batches from its
+arrays; later calls return at once, so fit and test share it. Nothing holds the data set as
+Python objects: a split is index arrays over the mapped tokens, and the collator reads one
+batch's token slices. `stats`, a JSON-serialisable dict for metrics.json:
 
   reader, format, seed, max_length, batching   what was configured (format: the parser of a row source)
+  cache {on, dir, hit, seconds, tokens, bytes}  the token cache entry this run mapped (hit: built earlier;
+                                            on=false: a private entry, deleted at exit, dir null)
   dropped_invalid {reason: n}               records dropped by `skip_invalid` (all files)
   source {...}                              reader facts (e.g. VADER texts per split, OASST unranked groups)
   train / val / test:
@@ -17,30 +22,36 @@ fills `stats`, a JSON-serialisable dict for metrics.json:
     k_hist {K: n}   over the examples
     responses, tokens, padded_tokens, padded_share, batches   one epoch of the configured batching
 Under DDP the Trainer needs `use_distributed_sampler=False`: the batch sampler shards itself.
-`preread` (a `sources.SourceData`) hands over lists the runner already read and validated, so a
-bad file fails before any model is built. The train loader is a `ResumableLoader`: a checkpoint
-saved mid-epoch records how many batches were done, and a resumed run continues after them.
+`preread` (a `cache.SourceCheck`) is what the runner's preflight learnt of the source (its key,
+its drops), so the files are not hashed twice. The train loader is a `ResumableLoader`: a
+checkpoint saved mid-epoch records how many batches were done, and a resumed run continues after them.
+
+Memory: index arrays of a few int64s a list and a sequence (see `items`), plus the pages of the
+mapped files the OS keeps cached (shared by every process that maps them). Time of a cached
+setup: vectorised passes over the lists, plus Python loops where the in-memory path's exact
+order needs them: `random.shuffle` of the group ranks when carving and of the pairs with
+`as_pairs`, and the `max_tokens` packing (see scripts/bench_data.py for measured figures).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 
+from rankrm.data.cache import SourceCheck, open_tokens
 from rankrm.data.collate import RankCollator, padding_counts
+from rankrm.data.items import SplitItems, count_pairs, select, split_info, split_rows
 from rankrm.data.sampler import ListBatchSampler
-from rankrm.data.sources import SourceData, describe, read_source, resolve
+from rankrm.data.sources import describe, resolve
 from rankrm.data.splits import SPLITS
-from rankrm.data.tokenize import EncodedList, effective_max_length, encode_lists
-from rankrm.data.validate import all_tied
+from rankrm.data.tokenize import effective_max_length
 from rankrm.errors import RankrmError
 from rankrm.inputs import InputFormat
 
@@ -57,29 +68,6 @@ def _plain(cfg: Any) -> dict[str, Any]:
     except ImportError:  # omegaconf is optional for library use
         pass
     return dict(cfg)
-
-
-def expand_pairs(items: list[EncodedList], seed: int) -> list[EncodedList]:
-    """Each list -> its valid (better, worse) pairs as K=2 lists with labels (1, 0), shuffled.
-
-    A strict list of K gives C(K, 2) pairs; tied responses give none. The token ids are shared
-    with the list (nothing is tokenised again).
-    """
-    out = []
-    for it in items:
-        for i in range(it.k):
-            for j in range(i + 1, it.k):
-                if it.labels[i] == it.labels[j]:
-                    continue
-                c, r = (i, j) if it.labels[i] > it.labels[j] else (j, i)
-                types = None if it.type_ids is None else [it.type_ids[c], it.type_ids[r]]
-                out.append(EncodedList([it.ids[c], it.ids[r]], types, (1.0, 0.0), it.source))
-    random.Random(f"{seed}:pairs").shuffle(out)
-    return out
-
-
-def n_pairs(labels: tuple[float, ...]) -> int:
-    return sum(1 for a in labels for b in labels if a > b)
 
 
 class RankDataModule(pl.LightningDataModule):
@@ -102,8 +90,10 @@ class RankDataModule(pl.LightningDataModule):
         limit_train: int | None = None,
         limit_val: int | None = None,
         limit_test: int | None = None,
-        preread: SourceData | None = None,
         prompt_joiner: str = "",
+        cache: bool = True,
+        cache_dir: str | None = None,
+        preread: SourceCheck | None = None,
     ) -> None:
         super().__init__()
         if getattr(tokenizer, "pad_token_id", None) is None:
@@ -113,34 +103,26 @@ class RankDataModule(pl.LightningDataModule):
         self.overlong, self.truncation_side, self.length_grouping = overlong, truncation_side, length_grouping
         self.skip_invalid, self.num_workers, self.as_pairs = skip_invalid, num_workers, as_pairs
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
+        self.cache, self.cache_dir = cache, cache_dir
         self.collator = RankCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
         self.preread = preread
         self.input_format = InputFormat(joiner=prompt_joiner)  # saved with the export: scoring reads it back
-        self.datasets: dict[str, list[EncodedList]] | None = None
+        self.datasets: dict[str, SplitItems] | None = None
         self.stats: dict[str, Any] = {}
 
     def prepare_data(self) -> None:
         """Runs on one process per node before `setup`: the source's prepare hook (e.g. a VADER fetch)."""
         resolve(self.source).prepare()
 
-    def _limit(self, lists: list, split: str) -> list:
-        """A seeded subset of at most `limit_<split>` lists, in their original order."""
-        cap = self.limits[split]
-        if cap is None or len(lists) <= cap:
-            return lists
-        keep = sorted(random.Random(f"{self.seed}:limit:{split}").sample(range(len(lists)), int(cap)))
-        return [lists[i] for i in keep]
-
     def sampler(
-        self, split: str, num_replicas: int = 1, rank: int = 0, items: list[EncodedList] | None = None
+        self, split: str, num_replicas: int = 1, rank: int = 0, items: SplitItems | None = None
     ) -> ListBatchSampler:
         """The batch sampler of a split (train shuffles per epoch; val/test keep a fixed order)."""
         if items is None:
             assert self.datasets is not None, "call setup() first"
             items = self.datasets[split]
-        sizes = [(e.k, e.max_len) for e in items]
         return ListBatchSampler(
-            sizes,
+            items.sizes(),
             self.batch_size,
             self.max_tokens,
             shuffle=split == "train",
@@ -150,15 +132,16 @@ class RankDataModule(pl.LightningDataModule):
             rank=rank,
         )
 
-    def _split_stats(self, split: str, kept: list[EncodedList], items: list[EncodedList]) -> dict[str, Any]:
-        batches = self.sampler(split, items=items).epoch_batches(0) if items else []
-        real, pad = padding_counts(batches, items)
+    def _split_stats(self, split: str, kept: np.ndarray, items: SplitItems) -> dict[str, Any]:
+        batches = self.sampler(split, items=items).epoch_arrays(0) if len(items) else []
+        real, pad = padding_counts(batches, items.k, items.n_tokens, items.max_len)
+        ks, n = np.unique(items.k, return_counts=True)
         return {
             "lists": len(kept),
             "examples": len(items),
-            "pairs": sum(n_pairs(e.labels) for e in kept),
-            "k_hist": {str(k): n for k, n in sorted(Counter(e.k for e in items).items())},
-            "responses": sum(e.k for e in items),
+            "pairs": count_pairs(items.store, kept),
+            "k_hist": {str(k): int(c) for k, c in zip(ks, n)},
+            "responses": int(items.k.sum()),
             "tokens": real,
             "padded_tokens": pad,
             "padded_share": round(pad / (real + pad), 4) if real else 0.0,
@@ -166,16 +149,29 @@ class RankDataModule(pl.LightningDataModule):
         }
 
     def setup(self, stage: str | None = None) -> None:
-        """Read, validate, split and tokenise everything once; idempotent."""
+        """Map the token cache (building it once), then split, filter and size the batches; idempotent."""
         if self.datasets is not None:
             return
-        read = self.preread or read_source(self.source, self.seed, self.skip_invalid)
-        splits, info, drops = read.splits, read.info, read.drops
-        self.preread = None  # the tokenised datasets replace the raw lists
+        r = resolve(self.source)
         max_len = effective_max_length(self.tokenizer, self.max_length)
+        store, cache = open_tokens(
+            self.source,
+            self.tokenizer,
+            self.seed,
+            max_len,
+            self.overlong,
+            self.truncation_side,
+            self.skip_invalid,
+            self.input_format,
+            self.cache_dir,
+            self.cache,
+            self.preread,
+        )
+        rows, carved = split_rows(store, r.options.get("fractions", ()), self.seed)
+        m = store.manifest
         stats: dict[str, Any] = {
             "reader": self.source.get("reader"),
-            "format": read.format,
+            "format": r.parsing.name if r.parsing else None,
             "seed": self.seed,
             "max_length": max_len,
             "input_format": self.input_format.to_metadata(),
@@ -185,28 +181,19 @@ class RankDataModule(pl.LightningDataModule):
                 "length_grouping": self.length_grouping,
                 "as_pairs": self.as_pairs,
             },
-            "dropped_invalid": drops.as_dict(),
-            "source": info,
+            "cache": cache,
+            "dropped_invalid": m["dropped"],
+            "source": split_info(store, carved),
         }
-        datasets: dict[str, list[EncodedList]] = {}
+        datasets: dict[str, SplitItems] = {}
         for split in SPLITS:
-            lists = splits.get(split, [])
-            untied = [rl for rl in lists if not all_tied(rl)]
-            limited = self._limit(untied, split)
-            kept, counts = encode_lists(
-                self.tokenizer, limited, max_len, self.overlong, self.truncation_side, self.input_format
-            )
-            datasets[split] = expand_pairs(kept, self.seed) if (self.as_pairs and split == "train") else kept
-            stats[split] = {
-                "lists_read": len(lists),
-                "tied_dropped": len(lists) - len(untied),
-                "over_limit": len(untied) - len(limited),
-                **counts,
-            }
-            stats[split].update(self._split_stats(split, kept, datasets[split]))
+            kept, counts = select(store, rows[split], self.limits[split], self.seed, split)
+            pairs = self.as_pairs and split == "train"
+            datasets[split] = SplitItems.of_pairs(store, kept, self.seed) if pairs else SplitItems.of_lists(store, kept)
+            stats[split] = {**counts, **self._split_stats(split, kept, datasets[split])}
         self.stats = stats
         for split in ("train", "val"):  # val picks the best checkpoint: an empty one is an error too
-            if not datasets[split]:
+            if not len(datasets[split]):
                 raise RankrmError(
                     f"{describe(self.source)}: no {split} lists left after validation and filtering "
                     f"(all labels tied, longer than data.max_length with overlong=filter, too few "
@@ -214,8 +201,8 @@ class RankDataModule(pl.LightningDataModule):
                 )
         self.datasets = datasets
         rank_zero_info(summary(stats))
-        if drops.examples and rank_zero_only.rank == 0:
-            log.warning("skipped invalid records, e.g.: %s", " | ".join(drops.examples))
+        if m["examples"] and rank_zero_only.rank == 0:
+            log.warning("skipped invalid records, e.g.: %s", " | ".join(m["examples"]))
 
     def _loader(self, split: str) -> DataLoader:
         if self.datasets is None:

@@ -8,6 +8,7 @@ business of `rankrm.data.formats`; local data files are read by `rankrm.data.con
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def _load_disk(path: Path, split: str | None) -> Any:
     return ds
 
 
-def _load_hub(path: str, name: str | None, split: str, revision: str | None) -> Any:
+def _load_hub(path: str, name: str | None, split: str | None, revision: str | None) -> Any:
     if hub_offline(datasets=True):
         raise RankrmError(f"data.source.path='{path}' is a hub id but HF_HUB_OFFLINE is set; {_offline_help(path)}")
     if offline_unless_reachable():  # no answer from the hub: fail now, not after datasets' retries
@@ -52,6 +53,13 @@ def _load_hub(path: str, name: str | None, split: str, revision: str | None) -> 
             f"could not load '{path}' (split {split}) from the hub: {type(e).__name__}: "
             f"{str(e)[:200]}; {_offline_help(path)}"
         ) from None
+
+
+def fingerprint(path: str, name: str | None = None, revision: str | None = None) -> str:
+    """What identifies a hub dataset's content (for the token cache key): the `datasets` fingerprint
+    of each of its splits, as loaded (from the local HF cache, or the hub)."""
+    ds = _load_hub(path, name, None, revision)  # split None: every split, a DatasetDict
+    return json.dumps({split: d._fingerprint for split, d in sorted(ds.items())})
 
 
 def looks_local(path: str) -> bool:

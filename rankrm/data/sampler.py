@@ -30,7 +30,7 @@ class ListBatchSampler(Sampler[list[int]]):
     """Yields lists of item indices (one batch each).
 
     Args:
-        sizes: per item (K responses, longest response in tokens).
+        sizes: per item (K responses, longest response in tokens), or an (n, 2) array of them.
         batch_size: lists per batch (used when `max_tokens` is None).
         max_tokens: padded-token budget per batch (rows x longest row); needs `length_grouping`.
         shuffle: shuffle per epoch (train) or a fixed order (val/test).
@@ -43,7 +43,7 @@ class ListBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self,
-        sizes: Sequence[tuple[int, int]],
+        sizes: Sequence[tuple[int, int]] | np.ndarray,
         batch_size: int = 8,
         max_tokens: int | None = None,
         shuffle: bool = True,
@@ -54,13 +54,15 @@ class ListBatchSampler(Sampler[list[int]]):
     ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside world size {num_replicas}")
-        self.sizes = [(int(k), int(t)) for k, t in sizes]
+        arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)  # (n, 2): K, longest sequence
+        self.k, self.t = arr[:, 0], arr[:, 1]
         self.n_lists, self.max_tokens, self.shuffle = batch_size, max_tokens, shuffle
         self.length_grouping, self.seed = length_grouping, seed
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self.sampler = self  # Lightning calls `batch_sampler.sampler.set_epoch(e)` each epoch
         self._skip: tuple[int, int] | None = None  # (epoch, batches to skip) after a mid-epoch resume
+        self._n_budget: int | None = None  # batches per epoch with max_tokens (the same every epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -73,32 +75,29 @@ class ListBatchSampler(Sampler[list[int]]):
         """How many batches the next pass over the current epoch skips (0 unless resumed)."""
         return self._skip[1] if self._skip is not None and self._skip[0] == self.epoch else 0
 
-    def _order(self, rng: np.random.Generator | None) -> list[int]:
-        n = len(self.sizes)
-        base = rng.permutation(n).tolist() if rng is not None else list(range(n))
+    def _order(self, rng: np.random.Generator | None) -> np.ndarray:
+        n = len(self.k)
+        base = rng.permutation(n) if rng is not None else np.arange(n)
         if not self.length_grouping:
             return base
-        # stable sort: equal (longest, K) keep the seeded random order of `base`
-        return sorted(base, key=lambda i: (self.sizes[i][1], self.sizes[i][0]))
+        # stable sort by (longest, K): equal sizes keep the seeded random order of `base`
+        return base[np.lexsort((self.k[base], self.t[base]))]
 
-    def _chunk(self, order: list[int]) -> list[list[int]]:
+    def _chunk(self, order: np.ndarray) -> list[np.ndarray]:
         if self.max_tokens is None:
             size = self.n_lists * self.num_replicas  # global batches, sharded in `rank_batches`
             return [order[s : s + size] for s in range(0, len(order), size)]
-        batches: list[list[int]] = []
-        cur: list[int] = []
+        cuts: list[int] = []
         rows = width = 0
-        for i in order:
-            k, t = self.sizes[i]
-            if cur and (rows + k) * max(width, t) > self.max_tokens:
-                batches.append(cur)
-                cur, rows, width = [], 0, 0
-            cur.append(i)
+        for n, (k, t) in enumerate(zip(self.k[order].tolist(), self.t[order].tolist())):
+            if n and (rows + k) * max(width, t) > self.max_tokens:  # this item would burst the budget
+                cuts.append(n)
+                rows, width = 0, 0
             rows, width = rows + k, max(width, t)
-        return batches + ([cur] if cur else [])
+        return np.split(order, cuts) if len(order) else []
 
-    def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
-        """All batches of an epoch before sharding (global batches of batch_size * num_replicas lists)."""
+    def epoch_arrays(self, epoch: int | None = None) -> list[np.ndarray]:
+        """`epoch_batches` as index arrays (no Python list per batch)."""
         e = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, e]) if self.shuffle else None
         batches = self._chunk(self._order(rng))
@@ -106,30 +105,36 @@ class ListBatchSampler(Sampler[list[int]]):
             batches = [batches[j] for j in rng.permutation(len(batches))]
         return batches
 
-    def rank_batches(self, epoch: int | None = None) -> list[list[int]]:
+    def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """All batches of an epoch before sharding (global batches of batch_size * num_replicas lists)."""
+        return [b.tolist() for b in self.epoch_arrays(epoch)]
+
+    def rank_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """This rank's batches of an epoch: its part of each of the epoch's steps (see module docstring)."""
-        batches, r = self.epoch_batches(epoch), self.num_replicas
+        batches, r = self.epoch_arrays(epoch), self.num_replicas
         if r == 1 or not batches:
             return batches
         if self.max_tokens is None:  # one global batch per step, cut into r contiguous shards
             steps = [[b[j * len(b) // r : (j + 1) * len(b) // r] for j in range(r)] for b in batches]
         else:  # per-rank token budgets: r consecutive batches per step
             steps = [batches[s : s + r] for s in range(0, len(batches), r)]
-        pool = [part for step in steps for part in step if part]
+        pool = [part for step in steps for part in step if len(part)]
         out = []
         for step in steps:
-            parts = [p for p in step if p]
+            parts = [p for p in step if len(p)]
             parts += [pool[j % len(pool)] for j in range(r - len(parts))]  # top up a short step: wrap around
             out.append(parts[self.rank])
         return out
 
     def __len__(self) -> int:
         if self.max_tokens is None:  # one step per global batch
-            return math.ceil(len(self.sizes) / (self.n_lists * self.num_replicas))
-        return math.ceil(len(self.epoch_batches(0)) / self.num_replicas)
+            return math.ceil(len(self.k) / (self.n_lists * self.num_replicas))
+        if self._n_budget is None:  # equal sizes pack alike whatever their order: one count for every epoch
+            self._n_budget = len(self.epoch_arrays(0))
+        return math.ceil(self._n_budget / self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
         # A generator: this runs at the first `next()`, after Lightning's `set_epoch`.
         batches = self.rank_batches()
         skip, self._skip = self.pending_skip(), None
-        yield from batches[skip:]
+        yield from (b.tolist() for b in batches[skip:])

@@ -89,6 +89,13 @@ def hf_inputs(
     return {s: rename(rows(*g), columns or {}) if g else None for s, g in given.items()}
 
 
+def given_inputs(
+    path: str | None = None, train: str | None = None, val: str | None = None, test: str | None = None, **_: Any
+) -> list[str]:
+    """What holds a row source's content: the configured files, folders or hub ids (the cache key hashes them)."""
+    return [p for p in (path, train, val, test) if p]
+
+
 @dataclass(frozen=True)
 class SourceKind:
     """One entry of the source registry: a row source (`inputs`) or a builder of its own lists (`build`).
@@ -100,6 +107,7 @@ class SourceKind:
     inputs: Callable[..., Inputs] | None = None  # (log, parsing, **options) -> rows per split
     build: Callable[..., tuple[Splits, dict]] | None = None  # (log, seed, **options) -> lists per split, info
     prepare: Callable[..., None] | None = None  # (**options): downloads, once per node before reading
+    content: Callable[..., list[str]] = given_inputs  # (**options): files / folders / hub ids holding the data
     doc: str = ""
 
     def options(self) -> dict[str, Option]:
@@ -109,8 +117,12 @@ class SourceKind:
 SOURCES: dict[str, SourceKind] = {
     "file": SourceKind(file_inputs, doc="local jsonl / json / csv / parquet / tsv files"),
     "hf": SourceKind(hf_inputs, doc="Hugging Face datasets: hub id, save_to_disk folder or local files"),
-    "vader": SourceKind(build=vader.load_vader, prepare=vader.prepare, doc="VADER ratings as graded K-way lists"),
-    "asap": SourceKind(build=asap.load_asap, doc="ASAP's Chinese reviews with 1-5 stars as graded lists, ties kept"),
+    "vader": SourceKind(
+        build=vader.load_vader, prepare=vader.prepare, content=vader.files, doc="VADER ratings as graded K-way lists"
+    ),
+    "asap": SourceKind(
+        build=asap.load_asap, content=asap.files, doc="ASAP's Chinese reviews with 1-5 stars as graded lists, ties kept"
+    ),
 }
 READERS = {f.reader: name for name, f in FORMATS.items() if f.reader}  # reader name -> format of a local file
 
@@ -132,6 +144,10 @@ class Resolved:
         """Fetch what the source needs (VADER's files); the data module calls it once per node."""
         if self.kind.prepare is not None:
             self.kind.prepare(**self.options)
+
+    def content(self) -> list[str]:
+        """The files, folders or hub ids the lists are read from (a VADER source may fetch its files here)."""
+        return self.kind.content(**self.options)
 
     def rows(self, log: DropLog) -> Inputs:
         """A row source's rows per split, opened (missing inputs fail here) but not yet read."""

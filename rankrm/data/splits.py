@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rankrm.data.records import RankedList
 from rankrm.errors import RankrmError
 
@@ -52,6 +54,24 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return fr[0] / total, fr[1] / total, fr[2] / total
 
 
+def assign_ranks(n_groups: int, shares: Mapping[str, float], seed: int) -> np.ndarray:
+    """The split of each group (an index into `SPLITS`) by the group's rank in the sorted group keys.
+
+    Only the number of groups matters: `random.shuffle` draws the same swaps for any list of that
+    length, so shuffling the ranks 0..n-1 moves each group where shuffling its key would (see
+    `assign_groups`). This is how the token cache carves: it stores one rank per list, not the keys.
+    """
+    order = list(range(n_groups))
+    random.Random(f"{seed}:split").shuffle(order)
+    out = np.zeros(n_groups, dtype=np.int8)  # SPLITS[0]: train
+    start = 0
+    for name, share in shares.items():
+        n = round(share * n_groups)
+        out[order[start : start + n]] = SPLITS.index(name)
+        start += n
+    return out
+
+
 def assign_groups(groups: Iterable[str], shares: Mapping[str, float], seed: int) -> dict[str, str]:
     """Group key -> split: split s gets round(shares[s] * n_groups) groups, the rest go to train.
 
@@ -59,14 +79,7 @@ def assign_groups(groups: Iterable[str], shares: Mapping[str, float], seed: int)
     stably), so the assignment is the same on every run and machine whatever the read order.
     """
     keys = sorted(set(groups))
-    random.Random(f"{seed}:split").shuffle(keys)
-    assign: dict[str, str] = {}
-    start = 0
-    for name, share in shares.items():
-        n = round(share * len(keys))
-        assign.update((g, name) for g in keys[start : start + n])
-        start += n
-    return {g: assign.get(g, "train") for g in keys}
+    return {g: SPLITS[i] for g, i in zip(keys, assign_ranks(len(keys), shares, seed).tolist())}
 
 
 def carve(items: Items, shares: Mapping[str, float], seed: int) -> Splits:

@@ -209,6 +209,13 @@ def prepare(data_dir: str | None, domains: Sequence[str], holdout_domain: str | 
     locate(data_dir, domain_names(domains, holdout_domain))
 
 
+def files(data_dir: str | None, domains: Sequence[str], holdout_domain: str | None, **_: object) -> list[str]:
+    """The source's content hook: the GroundTruth files it reads (fetched first if needed)."""
+    names = domain_names(domains, holdout_domain)
+    root = locate(data_dir, names)
+    return [str(root / GROUND_TRUTH.format(DOMAINS[d])) for d in names]
+
+
 def load_vader(
     log: DropLog,
     seed: int,
