@@ -88,6 +88,22 @@ def test_through_the_source_config_and_all_tied_lists_are_counted(asap: Path) ->
         read_source({**source, "kk": 3}, seed=0)
 
 
+def test_token_cache_path_reads_the_dealt_splits(asap: Path, tmp_path: Path) -> None:
+    """Through the data module (token cache on): the three dealt splits, none carved (asap has no fractions)."""
+    from rankrm.backbones import build_reward_model
+    from rankrm.config import load_option
+    from rankrm.data.datamodule import RankDataModule
+
+    _, tok = build_reward_model(load_option("backbone", "tiny_bert"))
+    source = {"reader": "asap", "data_dir": str(asap), "aspects": ["dish_taste"]}
+    dm = RankDataModule(tok, source, seed=0, cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    splits, _ = load_asap(DropLog(), 0, str(asap), aspects=["dish_taste"])
+    for split, lists in splits.items():  # every dealt list read into its own split; all-tied ones counted out
+        assert dm.stats[split]["lists_read"] == len(lists) and dm.stats["source"]["reviews"][split] == 40
+        assert dm.stats[split]["tied_dropped"] == sum(len(set(rl.labels)) == 1 for rl in lists)
+
+
 def test_data_dir_defaults_to_its_folder_under_the_data_root(asap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANKRM_DATA_DIR", str(asap.parent))
     asap.rename(asap.parent / "asap-zh-review-stars-sample")
