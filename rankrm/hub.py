@@ -5,7 +5,7 @@
 backoff) before it fails. `offline_unless_reachable` asks the hub's endpoint once per process for an
 answer within `TIMEOUT_S`; if none comes, it switches huggingface_hub to offline mode for the rest of
 the process (and its children), so a cached copy still loads and a missing one fails at once with
-rankrm's message (`rankrm.locate.loading` for models, `rankrm.data.hf` for datasets).
+rankrm's message (`rankrm.locate.loading`, for models; `rankrm.data.hf` reads only the switches).
 """
 
 from __future__ import annotations

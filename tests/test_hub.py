@@ -19,7 +19,6 @@ from huggingface_hub import constants
 from rankrm import hub
 from rankrm.backbones import build_reward_model
 from rankrm.config import load_option
-from rankrm.data.sources import read_source
 from rankrm.errors import RankrmError
 
 ERNIE = "nghuyong/ernie-3.0-base-zh"
@@ -88,13 +87,6 @@ def test_hub_backbone_without_network_names_the_offline_backbone(online: None, m
         build_reward_model(load_option("backbone", "ernie"))
     assert f"could not load '{ERNIE}' (offline, not in the HF cache)" in str(err.value)
     assert "`backbone=e5_multilingual`" in str(err.value) and "backbone=minilm" in str(err.value)
-
-
-def test_hub_dataset_without_network_fails_at_once(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(constants, "ENDPOINT", refused_url())
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    with pytest.raises(RankrmError, match="'someone/some-ranked-data' is a hub id but the hub does not answer"):
-        read_source({"reader": "hf", "path": "someone/some-ranked-data"}, seed=0)
 
 
 def test_env_switch_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rankrm.data.containers import SUFFIXES, Row
 from rankrm.errors import RankrmError
-from rankrm.hub import hub_offline, offline_unless_reachable
+from rankrm.hub import hub_offline
 
 
 def _offline_help(path: str) -> str:
@@ -42,8 +42,6 @@ def _load_disk(path: Path, split: str | None) -> Any:
 def _load_hub(path: str, name: str | None, split: str | None, revision: str | None) -> Any:
     if hub_offline(datasets=True):
         raise RankrmError(f"data.source.path='{path}' is a hub id but HF_HUB_OFFLINE is set; {_offline_help(path)}")
-    if offline_unless_reachable():  # no answer from the hub: fail now, not after datasets' retries
-        raise RankrmError(f"data.source.path='{path}' is a hub id but the hub does not answer; {_offline_help(path)}")
     import datasets
 
     try:
