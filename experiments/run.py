@@ -41,6 +41,7 @@ SMOKE_BACKBONE = {
     "ernie": "tiny_ernie",
     "smollm2": "tiny_qwen",
     "qwen": "tiny_qwen",
+    "e5_multilingual": "tiny_bert",
 }
 SMOKE_DEFAULT_BACKBONE = ["backbone=tiny_bert"]  # before the arm's overrides: an arm's own backbone wins
 SMOKE = [
@@ -145,7 +146,7 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else ""
+        return r.stdout.rstrip("\n") if r.returncode == 0 else ""
 
     dirty = git("status", "--porcelain", "--", "rankrm", "pyproject.toml").splitlines()
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": sorted(line[3:] for line in dirty)}

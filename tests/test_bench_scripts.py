@@ -122,6 +122,21 @@ def test_bench_memory_compares_checkpointing_off_and_on(tmp_path: Path) -> None:
     assert res["peak_rss_on_over_off"] > 0 and "load average" in res["markdown"]
 
 
+def test_bench_e5_steps_compares_the_e5_settings_beside_minilm(tmp_path: Path) -> None:
+    """--quick: every system on tiny_bert (frozen word table, head-only, full) over a synthetic TSV."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_e5_steps.py"), "--quick", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert set(rows) == {"e5_full", "e5_frozen_word_emb", "e5_head_only", "minilm_full"}
+    assert rows["e5_frozen_word_emb"]["trainable_m"] < rows["e5_full"]["trainable_m"] == rows["e5_full"]["params_m"]
+    assert rows["e5_head_only"]["trainable_m"] < rows["e5_frozen_word_emb"]["trainable_m"]
+    assert all(r["step_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert "load average" in result["markdown"]
+
+
 def test_bench_data_builds_maps_and_runs_the_in_memory_path_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     cmd = [sys.executable, str(REPO / "scripts" / "bench_data.py"), "--quick", "--backbone", "tiny_bert", "--cli"]

@@ -199,7 +199,10 @@ def test_any_compose_finds_the_bases_through_hydras_plugin_scan(tmp_path: Any) -
             "unknown key backbone.poolling=cls (did you mean backbone.pooling?); backbone has:",
         ),
         (["seeed=1"], "unknown key seeed=1 (did you mean seed?); train.yaml has: seed, threads"),
-        (["backbone=xyz"], "backbone=xyz is not an option of backbone; choose one of: bert, ernie, minilm"),
+        (
+            ["backbone=xyz"],
+            "backbone=xyz is not an option of backbone; choose one of: bert, e5_multilingual, ernie, minilm",
+        ),
         (["experiment=pooling_oasts"], "experiment=pooling_oasts is not an option of experiment (did you mean"),
         (["data.batch_size=["], "no viable alternative at input '['"),
     ],

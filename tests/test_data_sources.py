@@ -192,7 +192,10 @@ def test_container_errors_name_the_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "source, words",
     [
-        ({"reader": "csv"}, "data.source.reader='csv' must be one of ['file', 'hf', 'jsonl', 'oasst', 'seed_tsv'"),
+        (
+            {"reader": "csv"},
+            "data.source.reader='csv' must be one of ['asap', 'file', 'hf', 'jsonl', 'oasst', 'seed_tsv'",
+        ),
         ({"reader": "file", "path": "x", "format": "nectar"}, "data.source.format='nectar' must be one of ['list'"),
         ({"reader": "vader", "format": "list"}, "data.source.format='list': reader 'vader' builds its own lists"),
         ({"reader": "vader", "k": "six"}, "data.source.k='six' must be an integer"),
@@ -205,6 +208,11 @@ def test_container_errors_name_the_line(tmp_path: Path) -> None:
         ),
         ({"reader": "jsonl", "path": "x", "pth": None}, "unknown option(s) ['pth'] for reader 'jsonl' (format list)"),
         ({"reader": "vader", "path": "x"}, "unknown option(s) ['path'] for reader 'vader' (valid: ['data_dir'"),
+        ({"reader": "asap", "ties": "yes"}, "data.source.ties='yes' must be true or false"),
+        (
+            {"reader": "asap", "aspects": "dish_taste"},
+            "data.source.aspects='dish_taste' must be a list of strings or null",
+        ),
     ],
 )
 def test_bad_source_options_fail_in_one_line_before_reading(source: dict, words: str) -> None:
@@ -223,6 +231,9 @@ def test_bad_values_checked_by_the_reader_name_the_option(tmp_path: Path) -> Non
             "data.source.domains=['tweets', 'reddit'] must all be among",
         ),
         ({"reader": "vader", "k": 1}, "data.source.k=1 must be >= 2"),
+        ({"reader": "asap", "k": 6}, "data.source.k=6 must be in 2..5"),
+        ({"reader": "asap", "aspects": ["taste"]}, "data.source.aspects=['taste'] must be null or a non-empty list of"),
+        ({"reader": "asap", "data_dir": str(tmp_path / "none")}, "none/train_sample.csv"),
         ({"reader": "hf", "path": path, "splits": {"val": "validation"}}, "data.source.splits={'val': 'validation'}"),
     ]:
         with pytest.raises(RankrmError, match=None) as ei:

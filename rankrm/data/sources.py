@@ -1,6 +1,6 @@
 """From a `data.source` config to train/val/test lists: the source registry.
 
-`data.source.reader` names a source in `SOURCES` (`file`, `hf`, `vader`) or a format's reader
+`data.source.reader` names a source in `SOURCES` (`file`, `hf`, `vader`, `asap`) or a format's reader
 name (`jsonl`, `trl_pairs`, `seed_tsv`, `oasst`: a local file in that format). Row sources
 (`file`, `hf`) pass their rows through the parser `data.source.format` names (default: the
 reader's own format, else `list`), so any format reads from any of them. The other keys are
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankrm.data import hf, vader
+from rankrm.data import asap, hf, vader
 from rankrm.data.containers import Row, rename
 from rankrm.data.formats import FORMATS, Parsing
 from rankrm.data.options import Option, check_value, declared
@@ -119,6 +119,9 @@ SOURCES: dict[str, SourceKind] = {
     "hf": SourceKind(hf_inputs, doc="Hugging Face datasets: hub id, save_to_disk folder or local files"),
     "vader": SourceKind(
         build=vader.load_vader, prepare=vader.prepare, content=vader.files, doc="VADER ratings as graded K-way lists"
+    ),
+    "asap": SourceKind(
+        build=asap.load_asap, content=asap.files, doc="ASAP's Chinese reviews with 1-5 stars as graded lists, ties kept"
     ),
 }
 READERS = {f.reader: name for name, f in FORMATS.items() if f.reader}  # reader name -> format of a local file

@@ -92,9 +92,13 @@ def carve(items: Items, shares: Mapping[str, float], seed: int) -> Splits:
 
 
 def carved_shares(given: Mapping[str, object | None], fractions: Sequence[float]) -> dict[str, float]:
-    """The shares of the val/test splits with no input of their own (they are carved from train)."""
+    """The shares of the val/test splits with no input of their own (they are carved from train). Nothing
+    to carve needs no `fractions` (a list builder without that option, e.g. `asap`, passes none)."""
+    missing = [s for s in ("val", "test") if given.get(s) is None]
+    if not missing:
+        return {}
     fr = dict(zip(SPLITS, check_fractions(fractions)))
-    return {s: fr[s] for s in ("val", "test") if given.get(s) is None}
+    return {s: fr[s] for s in missing}
 
 
 def assemble(
