@@ -18,7 +18,7 @@ mask function: it only runs under `backbone.packing` (lists or shared_prompt), w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,9 @@ from torch import Tensor
 
 from rankrm.config.packing import VARLEN as NAME
 from rankrm.errors import RankrmError
-from rankrm.packing import Built, Layout
+
+if TYPE_CHECKING:  # type hints only: rankrm.packing calls this module (a run-time import would be a cycle)
+    from rankrm.packing import Built, Layout
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rankrm.config import packing as packing_rules
 from rankrm.config.loop import Scheduler, Trainer
+from rankrm.config.packing import check_backbone as check_packing
+from rankrm.config.packing import check_device as check_packing_device
 from rankrm.config.types import Count, Natural, Probability, Schema, Target
 from rankrm.errors import RankrmError
 
@@ -82,7 +83,7 @@ class Train(Schema):
                 "export=true is not supported with trainer.strategy=fsdp (the weights are sharded "
                 "across ranks): set export=false; the checkpoints are still written"
             )
-        packing_rules.check_device(cfg.get("backbone") or {}, trainer.get("accelerator", "auto"))
+        check_packing_device(cfg.get("backbone") or {}, trainer.get("accelerator", "auto"))
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ class Backbone(Schema):
         tiny = cfg.get("tiny")
         if tiny is not None and "model_type" not in tiny:
             raise RankrmError(f"{key}.tiny needs a model_type (e.g. bert, ernie, qwen2), got keys {sorted(tiny)}")
-        packing_rules.check_backbone(cfg, key)
+        check_packing(cfg, key)
 
 
 # ---- loss ----------------------------------------------------------------------------------------
