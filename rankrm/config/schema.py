@@ -63,7 +63,8 @@ class Train(Schema):
     # with test: also evaluate the best checkpoint on test as `python -m rankrm.evaluate` does (length bias,
     # calibration, breakdowns, bootstrap intervals): <run dir>/evaluation/, metrics.json `test_report`
     test_report: bool = True
-    # write <run dir>/model/, a transformers AutoModelForSequenceClassification (needs pooling pooler or last_token)
+    # write <run dir>/model/: transformers AutoModelForSequenceClassification (pooler, last_token) or a
+    # sentence-transformers model (mean, cls), with rankrm.json and a model card (docs/use.md)
     export: bool = True
     # NDCG cutoffs reported as ndcg@k besides full-list ndcg
     metric_cutoffs: list[Count] = _list(1, 3)
