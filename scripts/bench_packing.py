@@ -28,7 +28,7 @@ Measured:
 
 Full size (an idle machine; see scripts/README.md):
 
-    RANKRM_DATA_DIR=/work/shared/data python scripts/bench_packing.py --data oasst --backbone smollm2 \\
+    RANKRM_DATA_DIR=<data dir> python scripts/bench_packing.py --data oasst --backbone smollm2 \\
         --train-lists 24 --lists-per-batch 1 --repeats 3 --threads 2 \\
         --out scripts/results/bench_packing_oasst_smollm2.json
     python scripts/bench_packing.py --data vader --backbone minilm --train-lists 200 --repeats 3 \\
