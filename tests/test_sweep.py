@@ -111,9 +111,12 @@ def _compose(tmp_path: Path, *overrides: str) -> dict:
             "sweep", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", *overrides], return_hydra_config=True
         )
         HydraConfig.instance().set_config(cfg)  # lets ${hydra:runtime.choices.sweep} resolve
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return OmegaConf.to_container(cfg, resolve=True)
+        try:
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return OmegaConf.to_container(cfg, resolve=True)
+        finally:  # not left set: later composes in this process would resolve ${hydra:...} against it
+            HydraConfig.instance().cfg = None
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml")))
