@@ -21,7 +21,9 @@ parsed one at a time and tokenised in chunks of ~4k sequences, each chunk's toke
 sequence and a list of the small arrays, and the set of group keys (prompts) of the train
 input. Time: one pass over the rows plus the tokenizer (its threads on:
 `TOKENIZERS_PARALLELISM=true` while building only; the training process turns them off to
-leave the cores to torch).
+leave the cores to torch). A fast tokenizer's Rust core is called directly, without offsets,
+and its tokens go straight into numpy arrays (`tokenize.encode_fast`, `flatten`): 0.85x the
+tokenizer's own fastest call at 100k lists x 4 x ~25 words on 2 cores (scripts/bench_data.py).
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from typing import Any
 import numpy as np
 
 from rankrm.data.records import RankedList
-from rankrm.data.tokenize import assemble, encode_lists, tokenize_jobs
+from rankrm.data.tokenize import Flat, assemble, encode_fast, encode_lists, flatten, tokenize_jobs
 from rankrm.data.validate import all_tied
-from rankrm.inputs import InputFormat, make_job
+from rankrm.inputs import InputFormat, Job, make_job
 
 KEPT, TIED, OVERLONG = 0, 1, 2
 SMALL = {  # name -> dtype of the per-sequence and per-list arrays (.npy)
@@ -56,6 +58,8 @@ SMALL = {  # name -> dtype of the per-sequence and per-list arrays (.npy)
 _TYPECODES = {np.int64: "q", np.float64: "d", np.uint8: "B", np.int32: "i", np.uint16: "H"}
 CHUNK_SEQS = 4096  # sequences per tokenizer call: big enough for its threads, small enough to stream
 Listed = tuple[RankedList, int, int]  # (list, input code, group id or -1)
+Done = tuple[Flat, np.ndarray, np.ndarray]  # a chunk tokenised: kept lists' sequences, kept (L,) bool, cut (L,)
+Pending = tuple[list[Listed], list[bool], list[RankedList], Future]  # chunk, tied flags, untied lists, their tokens
 
 
 class Corrupt(Exception):
@@ -127,30 +131,28 @@ class Writer:
         self.types: Any = None
         self.n_tokens = 0
 
-    def add(self, listed: list[Listed], encoded: Iterator[tuple[Any, int]]) -> None:
-        """One chunk: its lists in read order; `encoded` gives (EncodedList or None, cut) per untied list."""
-        c, seqs, types = self.cols, [], []
-        for rl, code, group in listed:
-            tied = all_tied(rl)
-            enc, cut = (None, 0) if tied else next(encoded)
+    def add(self, listed: list[Listed], tied: list[bool], done: Done) -> None:
+        """One chunk: its lists in read order, which are tied, and `done` for the untied ones (see `_add`)."""
+        c, (flat, ok, cut) = self.cols, done
+        u = 0  # index among the untied lists
+        for (rl, code, group), t in zip(listed, tied):
             c["list_input"].append(code)
             c["list_group"].append(group)
-            c["list_status"].append(TIED if tied else OVERLONG if enc is None else KEPT)
-            c["list_cut"].append(cut)
-            if enc is not None:
-                seqs += enc.ids
-                types += enc.type_ids or []
-                c["labels"].extend(enc.labels)
+            c["list_status"].append(TIED if t else KEPT if ok[u] else OVERLONG)
+            c["list_cut"].append(0 if t else int(cut[u]))
+            if not t:
+                if ok[u]:
+                    c["labels"].extend(rl.labels)
+                u += 1
             c["list_offsets"].append(len(c["labels"]))
-        lens = np.fromiter(map(len, seqs), np.int64, count=len(seqs))
-        c["seq_offsets"].extend((np.cumsum(lens) + self.n_tokens).tolist())
-        self.n_tokens += int(lens.sum())
-        np.fromiter(chain.from_iterable(seqs), self.dtype, count=int(lens.sum())).tofile(self.tokens)
-        if types:
+        c["seq_offsets"].extend((np.cumsum(flat.lens) + self.n_tokens).tolist())
+        self.n_tokens += len(flat.ids)
+        flat.ids.tofile(self.tokens)
+        if flat.types is not None:
             if self.types is None:
-                assert self.n_tokens == lens.sum(), "type ids for some sequences only"
+                assert self.n_tokens == len(flat.ids), "type ids for some sequences only"
                 self.types = open(self.root / "types.bin", "wb")  # closed in finish()
-            np.fromiter(chain.from_iterable(types), np.uint8, count=int(lens.sum())).tofile(self.types)
+            flat.types.tofile(self.types)
 
     def finish(self) -> dict[str, Any]:
         """Flush and sync every file; the manifest's counts and file sizes."""
@@ -231,20 +233,57 @@ def write_lists(
     encode_lists(tokenizer, [], max_length, overlong, truncation_side)  # its checks of the options
     limit = max_length if overlong == "truncate" else None
     writer = Writer(root, token_dtype(tokenizer))
-    pending: tuple[list[Listed], list[RankedList], Future] | None = None
+    pending: Pending | None = None
     with tokenizer_threads(), ThreadPoolExecutor(1, thread_name_prefix="rankrm-tokenize") as pool:
         for chunk in chunks(lists, CHUNK_SEQS):
-            untied = [rl for rl, _, _ in chunk if not all_tied(rl)]
+            tied = [all_tied(rl) for rl, _, _ in chunk]
+            untied = [rl for (rl, _, _), t in zip(chunk, tied) if not t]
             jobs = [make_job(tokenizer, rl, r, fmt) for rl in untied for r in rl.responses]
-            future = pool.submit(tokenize_jobs, tokenizer, jobs, limit, truncation_side)
+            future = pool.submit(_tokenize, tokenizer, jobs, limit, truncation_side)
             if pending is not None:
-                _write(writer, pending, max_length)
-            pending = (chunk, untied, future)
+                _add(writer, pending, tokenizer, max_length)
+            pending = (chunk, tied, untied, future)
         if pending is not None:
-            _write(writer, pending, max_length)
+            _add(writer, pending, tokenizer, max_length)
     return writer
 
 
-def _write(writer: Writer, pending: tuple[list[Listed], list[RankedList], Future], max_length: int | None) -> None:
-    chunk, untied, future = pending
-    writer.add(chunk, iter(assemble(untied, future.result(), max_length)))
+def _tokenize(tokenizer: Any, jobs: list[Job], limit: int | None, side: str) -> tuple[bool, list[Any]]:
+    """(fast, result): untruncated jobs of one kind (the common case) only through the Rust tokenizer, in the
+    pool's thread, without the GIL (`encode_fast`); truncation and mixed kinds as in memory (`tokenize_jobs`)."""
+    encs = encode_fast(tokenizer, jobs) if limit is None else None
+    return (True, encs) if encs is not None else (False, tokenize_jobs(tokenizer, jobs, limit, side))
+
+
+def _add(writer: Writer, pending: Pending, tokenizer: Any, max_length: int | None) -> None:
+    """Write a chunk once tokenised: the sequences of its kept lists (none longer than `max_length`)."""
+    chunk, tied, lists, future = pending
+    fast, result = future.result()
+    if fast:
+        done = _kept(flatten(tokenizer, result, writer.dtype), lists, max_length)
+    else:
+        done = _assembled(assemble(lists, result, max_length), writer.dtype)
+    writer.add(chunk, tied, done)
+
+
+def _kept(flat: Flat, lists: list[RankedList], max_length: int | None) -> Done:
+    """The lists' sequences, back to back in `flat`, without the lists that have one over `max_length`."""
+    ks = np.fromiter((rl.k for rl in lists), np.int64, count=len(lists))  # (L,) responses per list
+    ok = np.ones(len(lists), bool)
+    if max_length is not None and len(lists):
+        starts = np.cumsum(ks) - ks  # (L,) each list's first sequence
+        ok = np.maximum.reduceat(flat.lens, starts) <= max_length  # (L,) its longest fits
+    return flat.select(np.repeat(ok, ks)), ok, np.zeros(len(lists), np.int64)
+
+
+def _assembled(done: list[tuple[Any, int]], dtype: np.dtype) -> Done:
+    """`assemble`'s (EncodedList or None, cut) per list as flat arrays."""
+    kept = [enc for enc, _ in done if enc is not None]
+    seqs = [ids for enc in kept for ids in enc.ids]
+    lens = np.fromiter(map(len, seqs), np.int64, count=len(seqs))  # (S,)
+    types = None
+    if kept and kept[0].type_ids is not None:
+        types = np.fromiter(chain.from_iterable(t for enc in kept for t in enc.type_ids), np.uint8, int(lens.sum()))
+    ids = np.fromiter(chain.from_iterable(seqs), dtype, count=int(lens.sum()))
+    ok = np.array([enc is not None for enc, _ in done], bool)
+    return Flat(ids, types, lens), ok, np.array([cut for _, cut in done], np.int64)
