@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--before-max-tokens", type=float, default=120e6, help="skip `before` above this many tokens")
     p.add_argument("--bare-seqs", type=int, default=200_000, help="sequences the bare tokenizer is timed on")
     p.add_argument("--cli", action="store_true", help="also run the training CLI for its peak RSS")
+    p.add_argument("--cli-only", action="store_true", help="re-measure only the CLI columns of --out's rows")
     p.add_argument("--workdir", default=None, help="data sets, caches, specs and logs (default: temp)")
     p.add_argument("--out", default=None, help="write results: *.json (data + tables) or *.md")
     p.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
@@ -92,13 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_data_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.cli_only:
+        return remeasure_cli(args, workdir)
     before_tree = checkout(args.before_ref, workdir)
     info = bc.machine_info(args.threads)
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
         for words in (int(x) for x in args.words.split(",")):
             rows.append(measure(args, workdir, before_tree, n, words))
-    md = "\n\n".join(
+    bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows}, report(args, info, rows))
+    return 0
+
+
+def report(args: argparse.Namespace, info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    return "\n\n".join(
         [
             f"## Data at scale: lists x {args.k} responses, {args.backbone} tokenizer, data=jsonl (median of "
             f"{args.repeats} for cached/before)",
@@ -108,7 +117,19 @@ def main(argv: list[str] | None = None) -> int:
             bc.load_line(info),
         ]
     )
-    bc.write_report(args.out, {"args": vars(args), "machine": info, "rows": rows}, md)
+
+
+def remeasure_cli(args: argparse.Namespace, workdir: Path) -> int:
+    """The CLI columns again for the rows of `--out`, on their data and caches under `--workdir`."""
+    res = json.loads(Path(args.out).read_text())
+    for row in res["rows"]:
+        n, words = (
+            int(x.replace(",", "")) for x in re.fullmatch(r"([\d,]+) x \d+ x ~(\d+) words", row["data"]).groups()
+        )
+        name = f"n{n}_w{words}"
+        row.update(cli(args, workdir, workdir / f"{name}.jsonl", workdir / f"cache_{name}", words))
+    res["cli_machine"] = bc.machine_info(args.threads)
+    bc.write_report(args.out, res, report(argparse.Namespace(**res["args"]), res["machine"], res["rows"]))
     return 0
 
 
@@ -163,7 +184,7 @@ def measure(args: argparse.Namespace, workdir: Path, before_tree: Path, n: int, 
         b = bc.median_runs(before)
         row.update(before_s=b["data_s"], before_rss_mb=b["data_rss_mb"], before_epoch_s=b["epoch_s"])
     if args.cli:
-        row.update(cli(args, workdir, data, cache_dir))
+        row.update(cli(args, workdir, data, cache_dir, words))
     return row
 
 
@@ -306,9 +327,10 @@ def bare_tokenizer(spec: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": sum(tokens.values()), "tok_s": max(rates.values()), **rates, "sequences": n_jobs}
 
 
-def cli(args: argparse.Namespace, workdir: Path, data: Path, cache_dir: Path) -> dict[str, Any]:
-    """Peak RSS of the training CLI (1 step) on this set (cache built) and on a 200-list set."""
-    small = make_data(workdir / "cli_small.jsonl", 200, args.k, 25, args.backbone)
+def cli(args: argparse.Namespace, workdir: Path, data: Path, cache_dir: Path, words: int) -> dict[str, Any]:
+    """Peak RSS of the training CLI (1 step) on this set (cache built) and on a 200-list set of the same
+    response lengths (the same activations: the difference is the data's memory)."""
+    small = make_data(workdir / f"cli_small_w{words}.jsonl", 200, args.k, words, args.backbone)
     out = {}
     for key, path in (("cli_rss_mb", data), ("cli_small_rss_mb", small)):
         overrides = [f"backbone={args.backbone}", "data=jsonl", f"data.source.path={path}", "trainer.max_steps=1"]

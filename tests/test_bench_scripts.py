@@ -154,6 +154,11 @@ def test_bench_data_builds_maps_and_runs_the_in_memory_path_side_by_side(tmp_pat
     assert row["tokens"] == build["cache_tokens"] == row["runs"]["bare"]["tokens"] > 0  # the same texts
     assert row["build_tok_s"] > 0 and row["bare_tok_s"] > 0 and row["cached_s"] > 0 and row["before_s"] > 0
     assert row["cli_rss_mb"] > 0 and row["cli_small_rss_mb"] > 0
+    # --cli-only measures the CLI columns again on the same data and caches, and keeps the rest
+    proc = subprocess.run(cmd + ["--cli-only"], capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert "cli_machine" in res and res["rows"][0]["runs"] == row["runs"] and res["rows"][0]["cli_rss_mb"] > 0
 
 
 def test_bench_token_storage_reads_the_same_batches_from_each_layout(tmp_path: Path) -> None:
