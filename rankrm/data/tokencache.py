@@ -22,8 +22,8 @@ sequence and a list of the small arrays, and the set of group keys (prompts) of 
 input. Time: one pass over the rows plus the tokenizer (its threads on:
 `TOKENIZERS_PARALLELISM=true` while building only; the training process turns them off to
 leave the cores to torch). A fast tokenizer's Rust core is called directly, without offsets,
-and its tokens go straight into numpy arrays (`tokenize.encode_fast`, `flatten`): 0.85x the
-tokenizer's own fastest call at 100k lists x 4 x ~25 words on 2 cores (scripts/bench_data.py).
+and its tokens go straight into numpy arrays (`tokenize.encode_fast`, `flatten`): 0.90-0.93x the
+tokenizer's own fastest call at 100k-400k lists on 2 idle cores (scripts/bench_data.py).
 """
 
 from __future__ import annotations
