@@ -317,9 +317,9 @@ def bare_tokenizer(spec: dict[str, Any]) -> dict[str, Any]:
             for i, name in enumerate(calls):  # each call on its own third (a text seen before is not timed)
                 part = jobs[len(jobs) * ((i + n) % 3) // 3 : len(jobs) * ((i + n) % 3 + 1) // 3]
                 t0 = time.perf_counter()
-                calls[name](part)
+                out = calls[name](part)
                 timed[name] += time.perf_counter() - t0
-                tokens[name] += sum(map(len, tok([j.a for j in part], [j.b for j in part])["input_ids"]))
+                tokens[name] += sum(map(len, out["input_ids"] if name == "hf" else out))  # encodings: their lengths
             n_jobs += len(jobs)
             if n_jobs >= spec["bare_seqs"]:  # a rate: the set's start will do
                 break
